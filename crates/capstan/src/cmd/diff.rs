@@ -1,0 +1,10 @@
+//! `capstan diff` (being built; see the open issues).
+
+/// Arguments of `capstan diff`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the subcommand and returns the process exit code.
+pub async fn run(_args: Args) -> anyhow::Result<u8> {
+    anyhow::bail!("`capstan diff` is not built yet")
+}

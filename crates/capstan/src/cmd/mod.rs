@@ -1,0 +1,17 @@
+//! One module per subcommand: each owns its clap `Args` and an async `run` returning the exit code.
+
+pub mod devcluster;
+pub mod diff;
+pub mod health;
+pub mod render;
+pub mod up;
+
+/// Logs go to stderr so that stdout stays machine-readable (`-o json`, rendered YAML).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,59 @@
+//! The `capstan` binary: one entry point for the agent, the embedded cluster and the offline tools.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Capstan: a pull-based GitOps delivery agent for Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "capstan", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start everything on this machine: an embedded cluster (and, as it lands, the agent and UI).
+    Up(cmd::up::Args),
+    /// Run the embedded Kubernetes API server in the foreground.
+    Devcluster(cmd::devcluster::Args),
+    /// Print the health of every object in the given manifest files.
+    Health(cmd::health::Args),
+    /// Compare desired and live manifests offline (exit 0: same, 1: different, 2: error).
+    Diff(cmd::diff::Args),
+    /// Render an application's manifests from a Git repository, exactly as Capstan would deploy them.
+    Render(cmd::render::Args),
+}
+
+fn main() -> ExitCode {
+    cmd::init_tracing();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => cmd::up::run(args).await,
+            Command::Devcluster(args) => cmd::devcluster::run(args).await,
+            Command::Health(args) => cmd::health::run(args).await,
+            Command::Diff(args) => cmd::diff::run(args).await,
+            Command::Render(args) => cmd::render::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
