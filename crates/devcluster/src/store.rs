@@ -1,0 +1,505 @@
+//! The object store: one monotonic resourceVersion counter, objects kept as serialized JSON,
+//! a bounded event history per resource type for watch resumption, and optional durability in
+//! redb (every acknowledged write is committed before the caller gets its answer).
+//!
+//! Invariants:
+//! - All writes go through [`Store::write`] under one mutex, so resourceVersions are assigned in
+//!   commit order and the history, the broadcast to watchers and the disk see the same order.
+//! - The disk write happens before the memory update: a write that fails to persist changes
+//!   nothing and is reported to the client.
+//! - Objects are stored as the exact bytes returned to clients (with `metadata.resourceVersion`
+//!   set), so a list is a concatenation, not a re-serialization.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+const OBJECTS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("objects");
+const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+
+/// What happened to an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Updated.
+    Modified,
+    /// Removed.
+    Deleted,
+}
+
+impl EventType {
+    /// The watch event `type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as kept in the history and sent to watchers.
+#[derive(Debug)]
+pub struct Event {
+    /// Storage key of the resource type ("apps/deployments").
+    pub key: Arc<str>,
+    /// Namespace ("" for cluster-scoped objects).
+    pub namespace: Box<str>,
+    /// Name.
+    pub name: Box<str>,
+    /// resourceVersion of this change.
+    pub rv: u64,
+    /// What happened.
+    pub kind: EventType,
+    /// The object after the change (for a delete: the last state, with the delete's rv).
+    pub bytes: Bytes,
+}
+
+/// A stored object.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// Its resourceVersion.
+    pub rv: u64,
+    /// Its JSON.
+    pub bytes: Bytes,
+}
+
+impl Stored {
+    /// Parses the stored JSON. The bytes were produced by `serde_json` from a `Value`, so this
+    /// cannot fail short of memory corruption; a failure is still reported, not unwrapped.
+    pub fn value(&self) -> Result<Value, StoreError> {
+        serde_json::from_slice(&self.bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+/// Why a write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object exists and the write required it not to.
+    #[error("already exists")]
+    AlreadyExists,
+    /// The object does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The object changed since the caller read it.
+    #[error(
+        "the object has been modified; please apply your changes to the latest version and try again"
+    )]
+    Conflict,
+    /// The disk refused the write.
+    #[error("storage error: {0}")]
+    Persist(String),
+    /// A stored object could not be read back.
+    #[error("stored object is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The precondition of a write.
+#[derive(Clone, Copy, Debug)]
+pub enum Expect {
+    /// The object must not exist (create).
+    Absent,
+    /// The object must exist at exactly this resourceVersion.
+    Rv(u64),
+}
+
+/// Where a watch starts.
+pub enum WatchStart {
+    /// With synthetic ADDED events for the current state, then live changes.
+    Current,
+    /// With every change after this resourceVersion.
+    After(u64),
+}
+
+#[derive(Default)]
+struct TypeState {
+    objects: BTreeMap<(Box<str>, Box<str>), Stored>,
+    history: VecDeque<Arc<Event>>,
+    /// Changes after this rv are all in `history` (older ones were dropped or predate a restart).
+    floor: u64,
+    key: Option<Arc<str>>,
+}
+
+struct Inner {
+    rv: u64,
+    types: HashMap<String, TypeState>,
+    /// The database, while open; `None` after [`Store::close`] for a durable store.
+    db: Option<redb::Database>,
+}
+
+/// A started watch: events to send first, the receiver of later changes, and the rv at which
+/// the receiver was subscribed.
+pub type WatchStarted = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64);
+
+/// The store. Cheap to share behind an `Arc`.
+pub struct Store {
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Arc<Event>>,
+    durable: bool,
+    history_limit: usize,
+}
+
+fn db_key(skey: &str, ns: &str, name: &str) -> String {
+    format!("{skey}\u{0}{ns}\u{0}{name}")
+}
+
+fn persist_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Persist(e.to_string())
+}
+
+impl Store {
+    /// An in-memory store, or one backed by `dir/state.redb` (reloaded if present).
+    pub fn open(dir: Option<&Path>, history_limit: usize) -> Result<Store, StoreError> {
+        let (events, _) = broadcast::channel(16_384);
+        let mut inner = Inner {
+            rv: 0,
+            types: HashMap::new(),
+            db: None,
+        };
+        inner.db = match dir {
+            None => None,
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Persist(format!("cannot create {}: {e}", dir.display()))
+                })?;
+                let path = dir.join("state.redb");
+                let db = redb::Database::create(&path).map_err(|e| {
+                    StoreError::Persist(format!("cannot open {}: {e}", path.display()))
+                })?;
+                load(&db, &mut inner)?;
+                Some(db)
+            }
+        };
+        Ok(Store {
+            durable: inner.db.is_some(),
+            inner: Mutex::new(inner),
+            events,
+            history_limit: history_limit.max(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves `Inner` consistent before any call that may panic, so a
+        // poisoned lock still guards valid data.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current (latest assigned) resourceVersion.
+    pub fn current_rv(&self) -> u64 {
+        self.lock().rv
+    }
+
+    /// Reads one object.
+    pub fn get(&self, skey: &str, ns: &str, name: &str) -> Option<Stored> {
+        let inner = self.lock();
+        inner
+            .types
+            .get(skey)?
+            .objects
+            .get(&(Box::from(ns), Box::from(name)))
+            .cloned()
+    }
+
+    /// Lists objects of a type (of one namespace if given) in (namespace, name) order, starting
+    /// after `after`, keeping those `keep` accepts, at most `limit`. Returns the current rv, the
+    /// objects and, when the limit cut the list short, the key of the last one returned.
+    #[allow(clippy::type_complexity)]
+    pub fn list(
+        &self,
+        skey: &str,
+        ns: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: Option<usize>,
+        keep: &dyn Fn(&str, &str, &Bytes) -> bool,
+    ) -> (u64, Vec<Stored>, Option<(String, String)>) {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        let Some(ts) = inner.types.get(skey) else {
+            return (inner.rv, out, None);
+        };
+        use std::ops::Bound;
+        let lower: Bound<(Box<str>, Box<str>)> = match (after, ns) {
+            (Some((a_ns, a_name)), _) => Bound::Excluded((a_ns.into(), a_name.into())),
+            (None, Some(ns)) => Bound::Included((ns.into(), "".into())),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut last: Option<(&str, &str)> = None;
+        for ((ons, oname), st) in ts.objects.range((lower, Bound::Unbounded)) {
+            if let Some(ns) = ns
+                && &**ons != ns
+            {
+                break;
+            }
+            if !keep(ons, oname, &st.bytes) {
+                continue;
+            }
+            if limit.is_some_and(|l| out.len() >= l) {
+                let cont = last.map(|(a, b)| (a.to_string(), b.to_string()));
+                return (inner.rv, out, cont);
+            }
+            out.push(st.clone());
+            last = Some((ons, oname));
+        }
+        (inner.rv, out, None)
+    }
+
+    /// Names of the namespaced objects in `ns`, by storage key (for namespace deletion).
+    pub fn keys_in_namespace(&self, ns: &str) -> Vec<(String, String)> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for (skey, ts) in &inner.types {
+            for (ons, name) in ts.objects.keys() {
+                if &**ons == ns {
+                    out.push((skey.clone(), name.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes (`Some(object)`) or removes (`None`) an object under a precondition. Sets
+    /// `metadata.resourceVersion` to the new rv, persists, records the event and tells watchers.
+    /// Returns the new rv and the bytes stored (for a delete: the last state with the new rv).
+    pub fn write(
+        &self,
+        skey: &str,
+        ns: &str,
+        name: &str,
+        expect: Expect,
+        object: Option<&mut Value>,
+    ) -> Result<(u64, Bytes), StoreError> {
+        let mut inner = self.lock();
+        let new_rv = inner.rv + 1;
+        let key = (Box::<str>::from(ns), Box::<str>::from(name));
+        let current = inner.types.get(skey).and_then(|t| t.objects.get(&key));
+        match (expect, current) {
+            (Expect::Absent, Some(_)) => return Err(StoreError::AlreadyExists),
+            (Expect::Rv(_), None) => return Err(StoreError::NotFound),
+            (Expect::Rv(rv), Some(cur)) if cur.rv != rv => return Err(StoreError::Conflict),
+            _ => {}
+        }
+        let (kind, bytes) = match object {
+            Some(obj) => {
+                set_rv(obj, new_rv);
+                let kind = if current.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                (
+                    kind,
+                    Bytes::from(serde_json::to_vec(obj).map_err(persist_err)?),
+                )
+            }
+            None => {
+                // Invariant: `Expect::Rv` matched above, so `current` is Some for deletes; an
+                // `Absent` delete is a caller bug and is refused as NotFound.
+                let Some(cur) = current else {
+                    return Err(StoreError::NotFound);
+                };
+                let mut last = cur.value()?;
+                set_rv(&mut last, new_rv);
+                (
+                    EventType::Deleted,
+                    Bytes::from(serde_json::to_vec(&last).map_err(persist_err)?),
+                )
+            }
+        };
+        if self.durable && inner.db.is_none() {
+            return Err(StoreError::Persist("the store is closed".into()));
+        }
+        if let Some(db) = &inner.db {
+            let txn = db.begin_write().map_err(persist_err)?;
+            {
+                let mut t = txn.open_table(OBJECTS).map_err(persist_err)?;
+                let k = db_key(skey, ns, name);
+                if kind == EventType::Deleted {
+                    t.remove(k.as_str()).map_err(persist_err)?;
+                } else {
+                    t.insert(k.as_str(), &bytes[..]).map_err(persist_err)?;
+                }
+                let mut m = txn.open_table(META).map_err(persist_err)?;
+                m.insert("rv", new_rv).map_err(persist_err)?;
+            }
+            txn.commit().map_err(persist_err)?;
+        }
+        inner.rv = new_rv;
+        let limit = self.history_limit;
+        let ts = inner.types.entry(skey.to_string()).or_default();
+        let type_key = ts.key.get_or_insert_with(|| Arc::from(skey)).clone();
+        if kind == EventType::Deleted {
+            ts.objects.remove(&key);
+        } else {
+            ts.objects.insert(
+                key.clone(),
+                Stored {
+                    rv: new_rv,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+        let event = Arc::new(Event {
+            key: type_key,
+            namespace: key.0,
+            name: key.1,
+            rv: new_rv,
+            kind,
+            bytes: bytes.clone(),
+        });
+        ts.history.push_back(event.clone());
+        while ts.history.len() > limit {
+            if let Some(old) = ts.history.pop_front() {
+                ts.floor = old.rv;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(event);
+        Ok((new_rv, bytes))
+    }
+
+    /// Starts a watch on a type: returns the events to send first, and a receiver of everything
+    /// after them. `Err(floor)` when `After(rv)` is older than the kept history.
+    pub fn watch(&self, skey: &str, start: WatchStart) -> Result<WatchStarted, u64> {
+        let mut inner = self.lock();
+        let rx = self.events.subscribe();
+        let current_rv = inner.rv;
+        let ts = inner.types.entry(skey.to_string()).or_default();
+        let type_key = ts.key.get_or_insert_with(|| Arc::from(skey)).clone();
+        let initial = match start {
+            WatchStart::Current => ts
+                .objects
+                .iter()
+                .map(|((ns, name), st)| {
+                    Arc::new(Event {
+                        key: type_key.clone(),
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        rv: st.rv,
+                        kind: EventType::Added,
+                        bytes: st.bytes.clone(),
+                    })
+                })
+                .collect(),
+            WatchStart::After(rv) => {
+                if rv < ts.floor && rv < current_rv {
+                    return Err(ts.floor);
+                }
+                ts.history.iter().filter(|e| e.rv > rv).cloned().collect()
+            }
+        };
+        Ok((initial, rx, current_rv))
+    }
+
+    /// Closes the database file (a durable store refuses writes afterwards), so that another
+    /// store can open the same directory even while requests of this one are still draining.
+    pub fn close(&self) {
+        self.lock().db = None;
+    }
+
+    /// A receiver of every change of every type (for controllers).
+    pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+
+    /// Every stored object of a type (for reloading CRDs and controllers).
+    pub fn all_of(&self, skey: &str) -> Vec<Stored> {
+        self.list(skey, None, None, None, &|_, _, _| true).1
+    }
+}
+
+fn set_rv(obj: &mut Value, rv: u64) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    }
+}
+
+fn load(db: &redb::Database, inner: &mut Inner) -> Result<(), StoreError> {
+    use redb::{ReadableDatabase, ReadableTable};
+    let txn = db.begin_read().map_err(persist_err)?;
+    let rv = match txn.open_table(META) {
+        Ok(t) => t
+            .get("rv")
+            .map_err(persist_err)?
+            .map(|g| g.value())
+            .unwrap_or(0),
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(persist_err(e)),
+    };
+    inner.rv = rv;
+    let table = match txn.open_table(OBJECTS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(persist_err(e)),
+    };
+    for item in table.iter().map_err(persist_err)? {
+        let (k, v) = item.map_err(persist_err)?;
+        let key = k.value();
+        let mut parts = key.splitn(3, '\u{0}');
+        let (Some(skey), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(StoreError::Corrupt(format!("bad key {key:?}")));
+        };
+        let bytes = Bytes::copy_from_slice(v.value());
+        let obj: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("{key:?}: {e}")))?;
+        let obj_rv = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let ts = inner.types.entry(skey.to_string()).or_default();
+        ts.objects
+            .insert((ns.into(), name.into()), Stored { rv: obj_rv, bytes });
+    }
+    for ts in inner.types.values_mut() {
+        ts.floor = rv;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rv_is_monotonic_and_preconditions_hold() {
+        let s = Store::open(None, 3).unwrap();
+        let mut a = json!({"metadata": {"name": "a"}});
+        let (rv1, _) = s
+            .write("/cm", "ns", "a", Expect::Absent, Some(&mut a))
+            .unwrap();
+        assert!(matches!(
+            s.write("/cm", "ns", "a", Expect::Absent, Some(&mut a)),
+            Err(StoreError::AlreadyExists)
+        ));
+        assert!(matches!(
+            s.write("/cm", "ns", "a", Expect::Rv(rv1 + 5), Some(&mut a)),
+            Err(StoreError::Conflict)
+        ));
+        let (rv2, bytes) = s
+            .write("/cm", "ns", "a", Expect::Rv(rv1), Some(&mut a))
+            .unwrap();
+        assert_eq!(rv2, rv1 + 1);
+        assert!(
+            std::str::from_utf8(&bytes)
+                .unwrap()
+                .contains(&format!("\"{rv2}\""))
+        );
+        // History keeps 3 events: after 4 more writes the first ones are compacted.
+        for _ in 0..4 {
+            let cur = s.get("/cm", "ns", "a").unwrap().rv;
+            s.write("/cm", "ns", "a", Expect::Rv(cur), Some(&mut a))
+                .unwrap();
+        }
+        assert!(s.watch("/cm", WatchStart::After(rv1)).is_err());
+        let (events, _, _) = s
+            .watch("/cm", WatchStart::After(s.current_rv() - 2))
+            .unwrap();
+        assert_eq!(events.len(), 2);
+    }
+}
