@@ -1,0 +1,841 @@
+//! The repository cache: one bare object store per repository, refreshed on demand.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use gix::{
+    ObjectId,
+    protocol::{handshake::Ref, transport::client::blocking_io},
+    remote::Direction,
+};
+
+use crate::{
+    SourceError,
+    error::gix_message,
+    materialize,
+    revision::{self, Advertised, Lookup, LookupError, RefTarget},
+    secret::{Credentials, TOKEN_USERNAME},
+    ssh,
+    url::{RepoUrl, Scheme},
+};
+
+/// What kind of revision a `targetRevision` turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RevisionKind {
+    /// `HEAD` or the empty revision: the remote's default branch.
+    Head,
+    /// A branch (`main`, `refs/heads/main`).
+    Branch,
+    /// A tag (lightweight or annotated; annotated tags are peeled to their commit).
+    Tag,
+    /// A full or abbreviated commit id.
+    Commit,
+    /// A semver constraint, resolved to the highest matching tag.
+    Semver,
+}
+
+/// A resolved revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The commit id, 40 lower-case hex digits.
+    pub commit: String,
+    /// What the revision resolved through: the full ref name (`refs/heads/main`,
+    /// `refs/tags/v1.2.3`; for `HEAD` the branch it points to), or the commit id for a SHA.
+    pub revision: String,
+    /// The kind of revision that was asked for.
+    pub kind: RevisionKind,
+    /// Whether this call downloaded objects from the remote. `false` when the remote's refs were
+    /// unchanged since the last check (or a concurrent call already fetched them).
+    pub fetched: bool,
+}
+
+/// A commit's tree materialized on disk, read-only and shared by every caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tree {
+    /// The directory holding the files (`<cache>/trees/<tree-id>`). Never write into it.
+    pub root: PathBuf,
+    /// The Git tree id, which the directory is named after.
+    pub tree_id: String,
+    /// Symlinks of the tree that were not created because they point outside it (absolute, or
+    /// climbing above the root, possibly through other links). Paths relative to `root`. A
+    /// renderer asked to read one of them should report it rather than "file not found".
+    pub skipped_symlinks: Vec<String>,
+}
+
+/// Counters for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Remote ref listings (the "has it changed?" round trips).
+    pub remote_checks: u64,
+    /// Fetches: ref listings that found changed refs and went on to negotiate and download.
+    pub fetches: u64,
+    /// Trees written to disk by [`RepoCache::materialize`].
+    pub trees_written: u64,
+}
+
+/// The Git wire protocol version to speak.
+///
+/// With V1 the ref advertisement comes with the first response, so an unchanged repository
+/// costs exactly one round trip (one HTTP request). V2 needs a second request (`ls-refs`) but
+/// lets the server filter the refs to branches and tags, which is smaller on hosts with many
+/// other refs (pull request refs). The benchmark prints both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProtocolVersion {
+    /// Protocol v1 (the default: one round trip per unchanged refresh).
+    #[default]
+    V1,
+    /// Protocol v2.
+    V2,
+}
+
+/// Per-repository state. The `state` mutex is held for the whole of a refresh, which is what
+/// makes concurrent refreshes of one repository coalesce.
+struct Slot {
+    key: String,
+    url_display: String,
+    repo: gix::ThreadSafeRepository,
+    state: Mutex<RefreshState>,
+}
+
+#[derive(Default)]
+struct RefreshState {
+    /// The refs the remote advertised at the last successful check.
+    advertised: Option<Advertised>,
+    /// When the last successful check finished, and with which credentials (memory only).
+    last_check: Option<(Instant, Credentials)>,
+}
+
+/// The cache of repositories and materialized trees. `Send + Sync`: share one per process in an
+/// `Arc`.
+///
+/// Layout under the directory given to [`RepoCache::new`]:
+/// - `repos/<hash of the normalised URL>/`: a bare repository holding every branch and tag of
+///   the remote (`refs/heads/*`, `refs/tags/*`). Its config never holds the URL or credentials;
+///   the remote is anonymous and lives only in memory.
+/// - `trees/<tree-id>/`: materialized trees, read-only (files 0444 or 0555, directories 0555).
+///   Written into `trees/.tmp-*` and renamed, so a reader never sees half a tree.
+/// - `trees/<tree-id>.skipped-symlinks`: the escaping symlinks left out of that tree, if any.
+/// - `ssh_known_hosts`: host keys accepted with `accept_new_hosts` (public keys only).
+pub struct RepoCache {
+    dir: PathBuf,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    tree_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    remote_checks: AtomicU64,
+    fetches: AtomicU64,
+    trees_written: AtomicU64,
+    tmp_counter: AtomicU64,
+    protocol: ProtocolVersion,
+    ssh_program: PathBuf,
+}
+
+/// Lock a mutex even if a panicking thread poisoned it: the data behind our mutexes is replaced
+/// whole on success, so a poisoned value is still a consistent earlier state.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl RepoCache {
+    /// Open (creating if needed) a cache in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self, SourceError> {
+        let dir = dir.into();
+        for sub in ["repos", "trees"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| SourceError::io(&p, e))?;
+        }
+        let dir = dir.canonicalize().map_err(|e| SourceError::io(&dir, e))?;
+        Ok(RepoCache {
+            dir,
+            slots: Mutex::new(HashMap::new()),
+            tree_locks: Mutex::new(HashMap::new()),
+            remote_checks: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+            trees_written: AtomicU64::new(0),
+            tmp_counter: AtomicU64::new(0),
+            protocol: ProtocolVersion::default(),
+            ssh_program: PathBuf::from("ssh"),
+        })
+    }
+
+    /// Speak this Git protocol version (default [`ProtocolVersion::V1`]).
+    pub fn with_protocol(mut self, version: ProtocolVersion) -> Self {
+        self.protocol = version;
+        self
+    }
+
+    /// Use this program instead of `ssh` from `PATH` for ssh URLs. It receives OpenSSH's
+    /// arguments (`-i`, `-o Option=value`, `-p PORT`, `[user@]host`, the remote command).
+    pub fn with_ssh_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.ssh_program = program.into();
+        self
+    }
+
+    /// The cache directory (absolute).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Counters since this cache was created.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            remote_checks: self.remote_checks.load(Ordering::Relaxed),
+            fetches: self.fetches.load(Ordering::Relaxed),
+            trees_written: self.trees_written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Resolve a targetRevision (branch, tag, full/short SHA, `HEAD`, `""` = `HEAD`, semver
+    /// constraint over tags like `">=1.2.0 <2"`, `"1.x"`, `"~1.2"`) to a commit, fetching only
+    /// when the remote's advertised refs changed. Concurrent calls for the same repository
+    /// coalesce into one fetch.
+    ///
+    /// Every call but one asks the remote for its refs (one round trip), because branches move;
+    /// the exception is a full commit id already in the cache, which is immutable and needs no
+    /// network at all.
+    pub fn resolve(
+        &self,
+        url: &RepoUrl,
+        creds: &Credentials,
+        revision: &str,
+    ) -> Result<Resolved, SourceError> {
+        let entered = Instant::now();
+        let slot = self.slot(url)?;
+        let repo = slot.repo.to_thread_local();
+        let rev = revision.trim();
+
+        if rev.len() == 40
+            && rev.bytes().all(|b| b.is_ascii_hexdigit())
+            && let Ok(id) = ObjectId::from_hex(rev.to_ascii_lowercase().as_bytes())
+            && repo.has_object(id)
+        {
+            let commit = peel_to_commit(&repo, id, &slot.url_display, rev)?;
+            return Ok(Resolved {
+                commit: commit.to_string(),
+                revision: commit.to_string(),
+                kind: RevisionKind::Commit,
+                fetched: false,
+            });
+        }
+
+        let (advertised, fetched) = {
+            let mut state = lock(&slot.state);
+            let coalesced = match (&state.last_check, &state.advertised) {
+                // A check with the same credentials finished after this call began: it saw the
+                // remote at a moment during this call, so its answer is as fresh as our own.
+                (Some((done, used)), Some(adv)) if *done >= entered && used == creds => {
+                    Some(adv.clone())
+                }
+                _ => None,
+            };
+            match coalesced {
+                Some(adv) => (adv, false),
+                None => {
+                    let fetched = self.refresh(&repo, url, &slot.url_display, creds, &mut state)?;
+                    let adv = state.advertised.clone().unwrap_or_default();
+                    (adv, fetched)
+                }
+            }
+        };
+
+        let not_found = |reason: String| SourceError::RevisionNotFound {
+            url: slot.url_display.clone(),
+            revision: revision.to_owned(),
+            reason,
+        };
+        let invalid = |reason: String| SourceError::InvalidRevision {
+            url: slot.url_display.clone(),
+            revision: revision.to_owned(),
+            reason,
+        };
+        let (id, name, kind) = match revision::lookup(&advertised, rev) {
+            Ok(Lookup::Ref { name, kind, target }) => (target, name, kind),
+            Ok(Lookup::FullId(id)) => {
+                if !repo.has_object(id) {
+                    return Err(not_found(
+                        "no such commit among the objects of the remote's branches and tags".into(),
+                    ));
+                }
+                (id, id.to_string(), RevisionKind::Commit)
+            }
+            Ok(Lookup::ShortId(hex)) => {
+                let prefix =
+                    gix::hash::Prefix::from_hex(&hex).map_err(|e| invalid(e.to_string()))?;
+                let found = repo
+                    .objects
+                    .lookup_prefix(prefix, None)
+                    .map_err(|e| invalid(format!("looking up the abbreviated id failed: {e}")))?;
+                match found {
+                    Some(Ok(id)) => (id, id.to_string(), RevisionKind::Commit),
+                    Some(Err(())) => {
+                        return Err(invalid("the abbreviated commit id is ambiguous".into()));
+                    }
+                    None => {
+                        return Err(not_found(
+                            "no branch, tag or commit id (abbreviated) matches it".into(),
+                        ));
+                    }
+                }
+            }
+            Err(LookupError::NotFound(reason)) => return Err(not_found(reason)),
+            Err(LookupError::Invalid(reason)) => return Err(invalid(reason)),
+        };
+        let commit = peel_to_commit(&repo, id, &slot.url_display, revision)?;
+        let revision_name = if kind == RevisionKind::Commit {
+            commit.to_string()
+        } else {
+            name
+        };
+        Ok(Resolved {
+            commit: commit.to_string(),
+            revision: revision_name,
+            kind,
+            fetched,
+        })
+    }
+
+    /// The commit's tree on disk, read-only, content-addressed by tree id, written once and
+    /// shared. The commit must be in the cache already (resolve a revision first).
+    pub fn materialize(&self, url: &RepoUrl, commit: &str) -> Result<Tree, SourceError> {
+        let slot = self.existing_slot(url, commit)?;
+        let repo = slot.repo.to_thread_local();
+        let tree_id = commit_tree(&repo, &slot.url_display, commit)?;
+        let id = tree_id.to_string();
+        let trees = self.dir.join("trees");
+        let root = trees.join(&id);
+        let sidecar = trees.join(format!("{id}.skipped-symlinks"));
+        let finished = |root: PathBuf| -> Result<Tree, SourceError> {
+            let skipped_symlinks = match std::fs::read_to_string(&sidecar) {
+                Ok(text) => text.lines().map(str::to_owned).collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(SourceError::io(&sidecar, e)),
+            };
+            Ok(Tree {
+                root,
+                tree_id: id.clone(),
+                skipped_symlinks,
+            })
+        };
+        if root.is_dir() {
+            return finished(root);
+        }
+
+        let tree_lock = Arc::clone(lock(&self.tree_locks).entry(id.clone()).or_default());
+        let result = {
+            let _writing = lock(&tree_lock);
+            if root.is_dir() {
+                finished(root.clone())
+            } else {
+                self.write_tree(&repo, &slot.url_display, tree_id, &root, &sidecar)
+                    .and_then(|()| finished(root.clone()))
+            }
+        };
+        let mut locks = lock(&self.tree_locks);
+        if Arc::strong_count(&tree_lock) == 2 {
+            // Only the map and this call hold it: nobody waits, so forget it.
+            locks.remove(&id);
+        }
+        result
+    }
+
+    /// The id of the tree (or blob) at `path` in `commit`, or `None` if nothing is there. `""`
+    /// and `"."` name the root. The path must be relative and must not contain `..`.
+    pub fn path_tree_id(
+        &self,
+        url: &RepoUrl,
+        commit: &str,
+        path: &str,
+    ) -> Result<Option<String>, SourceError> {
+        let slot = self.existing_slot(url, commit)?;
+        let invalid = |reason: &str| SourceError::InvalidPath {
+            url: slot.url_display.clone(),
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if path.starts_with('/') {
+            return Err(invalid("the path must be relative to the repository root"));
+        }
+        let mut parts = Vec::new();
+        for comp in path.split('/') {
+            match comp {
+                "" | "." => {}
+                ".." => return Err(invalid("the path must not contain '..'")),
+                c => parts.push(c),
+            }
+        }
+        let repo = slot.repo.to_thread_local();
+        let tree_id = commit_tree(&repo, &slot.url_display, commit)?;
+        if parts.is_empty() {
+            return Ok(Some(tree_id.to_string()));
+        }
+        let tree = repo
+            .find_tree(tree_id)
+            .map_err(|e| SourceError::Repository {
+                url: slot.url_display.clone(),
+                message: format!("reading tree {tree_id}: {e}"),
+            })?;
+        let entry =
+            tree.lookup_entry_by_path(parts.join("/"))
+                .map_err(|e| SourceError::Repository {
+                    url: slot.url_display.clone(),
+                    message: format!("looking up {path:?} at {commit}: {}", gix_message(&e)),
+                })?;
+        Ok(entry.map(|e| e.object_id().to_string()))
+    }
+
+    /// The slot for `url`, opening or creating its bare repository on first use.
+    fn slot(&self, url: &RepoUrl) -> Result<Arc<Slot>, SourceError> {
+        let key = url.cache_key().to_owned();
+        let mut slots = lock(&self.slots);
+        if let Some(slot) = slots.get(&key) {
+            return Ok(Arc::clone(slot));
+        }
+        let path = self.dir.join("repos").join(url.dir_name());
+        let repo = if path.join("HEAD").exists() {
+            open_store(&path, url)?
+        } else {
+            init_store(&self.dir.join("repos"), &path, url, &self.tmp_name())?
+        };
+        let slot = Arc::new(Slot {
+            key: key.clone(),
+            url_display: url.to_string(),
+            repo,
+            state: Mutex::new(RefreshState::default()),
+        });
+        slots.insert(key, Arc::clone(&slot));
+        Ok(slot)
+    }
+
+    /// The slot for `url` only if its store exists: materializing needs fetched objects.
+    fn existing_slot(&self, url: &RepoUrl, commit: &str) -> Result<Arc<Slot>, SourceError> {
+        if let Some(slot) = lock(&self.slots).get(url.cache_key()) {
+            debug_assert_eq!(slot.key, url.cache_key());
+            return Ok(Arc::clone(slot));
+        }
+        if !self
+            .dir
+            .join("repos")
+            .join(url.dir_name())
+            .join("HEAD")
+            .exists()
+        {
+            return Err(SourceError::Commit {
+                url: url.to_string(),
+                commit: commit.to_owned(),
+                reason: "the repository is not in the cache; resolve a revision first".into(),
+            });
+        }
+        self.slot(url)
+    }
+
+    fn tmp_name(&self) -> String {
+        format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn write_tree(
+        &self,
+        repo: &gix::Repository,
+        url: &str,
+        tree_id: ObjectId,
+        root: &Path,
+        sidecar: &Path,
+    ) -> Result<(), SourceError> {
+        let tmp = self.dir.join("trees").join(self.tmp_name());
+        let cleanup = |err: SourceError| {
+            if let Err(e) = materialize::force_remove(&tmp) {
+                tracing::warn!(path = %tmp.display(), error = %e, "could not remove a temporary tree");
+            }
+            err
+        };
+        let skipped = materialize::write_tree(repo, tree_id, &tmp).map_err(|e| {
+            cleanup(match e {
+                materialize::WriteError::Tree(message) => SourceError::Repository {
+                    url: url.to_owned(),
+                    message: format!("materializing tree {tree_id}: {message}"),
+                },
+                materialize::WriteError::Io(path, source) => SourceError::Io { path, source },
+            })
+        })?;
+        if !skipped.is_empty() {
+            tracing::warn!(%url, tree = %tree_id, links = ?skipped, "symlinks pointing outside the tree were not materialized");
+            let mut text = skipped.join("\n");
+            text.push('\n');
+            std::fs::write(sidecar, text).map_err(|e| cleanup(SourceError::io(sidecar, e)))?;
+        }
+        match std::fs::rename(&tmp, root) {
+            Ok(()) => {}
+            // Another process won the race; its tree has the same content.
+            Err(_) if root.is_dir() => {
+                let _ = materialize::force_remove(&tmp);
+            }
+            Err(e) => return Err(cleanup(SourceError::io(root, e))),
+        }
+        self.trees_written.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Ask the remote for its refs; fetch when they differ from the last check. Returns whether
+    /// objects were downloaded. Holds the slot's state lock (the caller's `state`) throughout.
+    fn refresh(
+        &self,
+        repo: &gix::Repository,
+        url: &RepoUrl,
+        url_display: &str,
+        creds: &Credentials,
+        state: &mut RefreshState,
+    ) -> Result<bool, SourceError> {
+        let fetch_err = |message: String| SourceError::Fetch {
+            url: url_display.to_owned(),
+            message,
+        };
+        let gix_err = |e: gix::Error| {
+            let message = gix_message(&e);
+            if e.is_unauthenticated() || e.is_permission_denied() {
+                SourceError::Authentication {
+                    url: url_display.to_owned(),
+                    message,
+                }
+            } else {
+                SourceError::Fetch {
+                    url: url_display.to_owned(),
+                    message,
+                }
+            }
+        };
+        let bad_creds = |what: &str| SourceError::Authentication {
+            url: url_display.to_owned(),
+            message: format!(
+                "{what} credentials cannot be used with a {:?} URL",
+                url.scheme()
+            ),
+        };
+
+        // The account for HTTP(S), and the ssh session (temporary key file) for SSH.
+        let mut account = None;
+        let mut ssh_session = None;
+        match (url.scheme(), creds) {
+            (Scheme::Http | Scheme::Https, Credentials::Basic { username, password }) => {
+                account = Some((username.clone(), password.expose().to_owned()));
+            }
+            (Scheme::Http | Scheme::Https, Credentials::Token(token)) => {
+                account = Some((TOKEN_USERNAME.to_owned(), token.expose().to_owned()));
+            }
+            (Scheme::Http | Scheme::Https, Credentials::None) => {
+                account = url
+                    .embedded_credentials()
+                    .map(|(user, pw)| (user.clone(), pw.expose().to_owned()));
+            }
+            (Scheme::Http | Scheme::Https, Credentials::Ssh { .. }) => {
+                return Err(bad_creds("ssh"));
+            }
+            (
+                Scheme::Ssh,
+                Credentials::Ssh {
+                    private_key,
+                    known_hosts,
+                    accept_new_hosts,
+                },
+            ) => {
+                let session = ssh::prepare(
+                    &self.ssh_program,
+                    private_key,
+                    known_hosts.as_deref(),
+                    *accept_new_hosts,
+                    &self.dir.join("ssh_known_hosts"),
+                )
+                .map_err(|e| fetch_err(format!("preparing the ssh key file: {e}")))?;
+                ssh_session = Some(session);
+            }
+            (Scheme::Ssh, Credentials::None) => {}
+            (Scheme::Ssh, Credentials::Basic { .. }) => return Err(bad_creds("basic")),
+            (Scheme::Ssh, Credentials::Token(_)) => return Err(bad_creds("token")),
+            // Local and git:// transports have no authentication; credentials are irrelevant.
+            (Scheme::File | Scheme::Git, _) => {}
+        }
+
+        let ssh_command = match (&ssh_session, url.scheme()) {
+            (Some(s), _) => Some(s.command.clone()),
+            // No key: still strict host checking and no prompts, with the agent's or default keys.
+            (None, Scheme::Ssh) => Some(ssh::command_line_without_key(
+                &self.ssh_program,
+                &self.dir.join("ssh_known_hosts"),
+            )),
+            _ => None,
+        };
+        let transport = blocking_io::connect::connect(
+            url.gix_url().clone(),
+            blocking_io::connect::Options {
+                version: match self.protocol {
+                    ProtocolVersion::V1 => gix::protocol::transport::Protocol::V1,
+                    ProtocolVersion::V2 => gix::protocol::transport::Protocol::V2,
+                },
+                ssh: blocking_io::ssh::connect::Options {
+                    command: ssh_command,
+                    disallow_shell: false,
+                    kind: Some(blocking_io::ssh::ProgramKind::Ssh),
+                },
+                trace: false,
+            },
+        )
+        .map_err(gix_err)?;
+
+        let remote = repo
+            .remote_at_without_url_rewrite(url.gix_url().clone())
+            .and_then(|r| {
+                r.with_refspecs(
+                    ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+                    Direction::Fetch,
+                )
+            })
+            .map_err(gix_err)?
+            .with_fetch_tags(gix::remote::fetch::Tags::None);
+        let mut connection = remote.to_connection_with_transport(transport);
+        if let Some((username, password)) = &account {
+            let identity = gix::sec::identity::Account {
+                username: username.clone(),
+                password: password.clone(),
+                oauth_refresh_token: None,
+            };
+            // Sent with the first request, which saves the 401 round trip on every refresh.
+            gix::protocol::transport::client::TransportWithoutIO::set_identity(
+                connection.transport_mut(),
+                identity.clone(),
+            )
+            .map_err(|e| fetch_err(format!("setting credentials on the transport: {e}")))?;
+            connection.set_credentials(move |action| match action {
+                gix::credentials::helper::Action::Get(ctx) => {
+                    Ok(Some(gix::credentials::protocol::Outcome {
+                        identity: identity.clone(),
+                        next: ctx.into(),
+                    }))
+                }
+                _ => Ok(None),
+            });
+        } else {
+            // Never fall back to credential helpers or a terminal prompt.
+            connection.set_credentials(|action| match action {
+                gix::credentials::helper::Action::Get(_) => Err(gix::error::unauthenticated(
+                    "the repository requires authentication and no credentials were given",
+                )
+                .into()),
+                _ => Ok(None),
+            });
+        }
+
+        let head_spec = gix::refspec::parse("HEAD".into(), gix::refspec::parse::Operation::Fetch)
+            .map_err(|e| fetch_err(format!("internal refspec: {e}")))?
+            .to_owned();
+        let prepare = connection
+            .prepare_fetch(
+                gix::progress::Discard,
+                gix::remote::ref_map::Options {
+                    extra_refspecs: vec![head_spec],
+                    ..Default::default()
+                },
+            )
+            .map_err(gix_err);
+        self.remote_checks.fetch_add(1, Ordering::Relaxed);
+        let prepare = match prepare {
+            Ok(p) => p,
+            // An empty remote advertises nothing; that is a state, not a transport failure.
+            Err(SourceError::Fetch { message, .. })
+                if message.contains("no refs") || message.contains("NoMapping") =>
+            {
+                state.advertised = Some(Advertised::default());
+                state.last_check = Some((Instant::now(), creds.clone()));
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let advertised = advertised_refs(&prepare.ref_map().remote_refs);
+        let unchanged = state.advertised.as_ref() == Some(&advertised);
+        let all_present = advertised.objects().all(|id| repo.has_object(*id));
+        if unchanged && all_present {
+            drop(prepare);
+            state.last_check = Some((Instant::now(), creds.clone()));
+            return Ok(false);
+        }
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let outcome = prepare
+            .with_write_packed_refs_only(true)
+            .receive(gix::progress::Discard, &AtomicBool::new(false))
+            .map_err(gix_err)?;
+        drop(ssh_session);
+        let fetched = matches!(outcome.status, gix::remote::fetch::Status::Change { .. });
+        if let Some(missing) = advertised.objects().find(|id| !repo.has_object(**id)) {
+            return Err(fetch_err(format!(
+                "the remote advertised {missing} but the fetch did not bring it"
+            )));
+        }
+        tracing::debug!(url = %url_display, fetched, refs = advertised.refs.len(), "repository refreshed");
+        state.advertised = Some(advertised);
+        state.last_check = Some((Instant::now(), creds.clone()));
+        Ok(fetched)
+    }
+}
+
+/// Turn gix's ref advertisement into our comparable map.
+fn advertised_refs(refs: &[Ref]) -> Advertised {
+    let mut adv = Advertised::default();
+    for r in refs {
+        let (name, target, symref) = match r {
+            Ref::Peeled {
+                full_ref_name,
+                tag,
+                object,
+            } => (
+                full_ref_name,
+                RefTarget {
+                    object: *tag,
+                    peeled: *object,
+                },
+                None,
+            ),
+            Ref::Direct {
+                full_ref_name,
+                object,
+            } => (
+                full_ref_name,
+                RefTarget {
+                    object: *object,
+                    peeled: *object,
+                },
+                None,
+            ),
+            Ref::Symbolic {
+                full_ref_name,
+                target,
+                tag,
+                object,
+            } => (
+                full_ref_name,
+                RefTarget {
+                    object: tag.unwrap_or(*object),
+                    peeled: *object,
+                },
+                Some(target.to_string()),
+            ),
+            Ref::Unborn { .. } => continue,
+        };
+        let name = name.to_string();
+        if name == "HEAD" {
+            adv.head = Some((symref, target));
+        } else if name.starts_with("refs/heads/") || name.starts_with("refs/tags/") {
+            adv.refs.insert(name, target);
+        }
+    }
+    // With protocol v1 a symbolic HEAD may arrive as a plain ref; name its branch if one matches
+    // and the server did not say (prefer the conventional names when several match).
+    if let Some((None, head)) = &adv.head {
+        let candidates: Vec<&String> = adv
+            .refs
+            .iter()
+            .filter(|(n, t)| n.starts_with("refs/heads/") && t.object == head.object)
+            .map(|(n, _)| n)
+            .collect();
+        let pick = ["refs/heads/main", "refs/heads/master"]
+            .into_iter()
+            .find(|p| candidates.iter().any(|c| c.as_str() == *p))
+            .map(str::to_owned)
+            .or_else(|| (candidates.len() == 1).then(|| candidates[0].clone()));
+        if let Some(name) = pick {
+            let head = head.clone();
+            adv.head = Some((Some(name), head));
+        }
+    }
+    adv
+}
+
+fn init_store(
+    repos: &Path,
+    path: &Path,
+    url: &RepoUrl,
+    tmp_name: &str,
+) -> Result<gix::ThreadSafeRepository, SourceError> {
+    // Initialise beside and rename, so a crash never leaves a half-initialised store in place.
+    let tmp = repos.join(tmp_name);
+    let repo_err = |message: String| SourceError::Repository {
+        url: url.to_string(),
+        message,
+    };
+    gix::init_bare(&tmp)
+        .map_err(|e| repo_err(format!("creating the object store: {}", gix_message(&e))))?;
+    let config = tmp.join("config");
+    let mut text = std::fs::read_to_string(&config).map_err(|e| SourceError::io(&config, e))?;
+    // No reflogs (they would record remote names), and no background gc of a store we manage.
+    text.push_str("[core]\n\tlogAllRefUpdates = false\n[gc]\n\tauto = 0\n");
+    std::fs::write(&config, text).map_err(|e| SourceError::io(&config, e))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !path.join("HEAD").exists() {
+            return Err(SourceError::io(path, e));
+        }
+    }
+    open_store(path, url)
+}
+
+fn open_store(path: &Path, url: &RepoUrl) -> Result<gix::ThreadSafeRepository, SourceError> {
+    // Isolated: never read the user's or system's git config (credential helpers, insteadOf,
+    // proxies), so behaviour depends only on what callers pass in.
+    let opts = gix::open::Options::isolated().config_overrides([
+        "committer.name=capstan",
+        "committer.email=capstan@localhost",
+    ]);
+    gix::ThreadSafeRepository::open_opts(path, opts).map_err(|e| SourceError::Repository {
+        url: url.to_string(),
+        message: format!(
+            "opening the object store {}: {}",
+            path.display(),
+            gix_message(&e)
+        ),
+    })
+}
+
+fn peel_to_commit(
+    repo: &gix::Repository,
+    id: ObjectId,
+    url: &str,
+    revision: &str,
+) -> Result<ObjectId, SourceError> {
+    let err = |reason: String| SourceError::Commit {
+        url: url.to_owned(),
+        commit: id.to_string(),
+        reason: format!("{reason} (revision {revision:?})"),
+    };
+    let object = repo
+        .find_object(id)
+        .map_err(|e| err(format!("not in the object store: {e}")))?;
+    let commit = object
+        .peel_to_commit()
+        .map_err(|e| err(format!("does not name a commit: {}", gix_message(&e))))?;
+    Ok(commit.id)
+}
+
+fn commit_tree(repo: &gix::Repository, url: &str, commit: &str) -> Result<ObjectId, SourceError> {
+    let err = |reason: String| SourceError::Commit {
+        url: url.to_owned(),
+        commit: commit.to_owned(),
+        reason,
+    };
+    let id = ObjectId::from_hex(commit.trim().to_ascii_lowercase().as_bytes())
+        .map_err(|_| err("not a full 40-hex commit id".into()))?;
+    let object = repo
+        .find_object(id)
+        .map_err(|_| err("not in the cache; resolve a revision that contains it first".into()))?;
+    let commit = object
+        .try_into_commit()
+        .map_err(|e| err(format!("not a commit: {e}")))?;
+    commit
+        .tree_id()
+        .map(|t| t.detach())
+        .map_err(|e| err(format!("reading the commit: {e}")))
+}
