@@ -1,0 +1,169 @@
+//! Shared helpers of the render tests: a copy of the fixtures as a repository, the real tools
+//! run directly, and the object order.
+
+#![allow(dead_code)]
+
+use capstan_render::{RenderContext, Renderer, RendererConfig};
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The fixtures directory.
+pub fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// A temporary directory holding `repo/` (a copy of the fixtures) and room beside it for
+/// things that must be outside the repository.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&data(), &dir.path().join("repo"));
+        Fixture { dir }
+    }
+    pub fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+    pub fn outside(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let target = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+pub fn renderer() -> Renderer {
+    Renderer::new(RendererConfig::default()).unwrap()
+}
+
+pub fn ctx() -> RenderContext {
+    RenderContext {
+        app_name: "web".into(),
+        namespace: "default".into(),
+        kube_version: Some("v1.31.2".into()),
+        api_versions: vec![],
+    }
+}
+
+/// The order Capstan documents: (group, kind, namespace, name), stable.
+pub fn sorted(mut objects: Vec<Value>) -> Vec<Value> {
+    fn key(o: &Value) -> (String, String, String, String) {
+        let api = o["apiVersion"].as_str().unwrap_or("");
+        let group = api.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        (
+            group.to_string(),
+            o["kind"].as_str().unwrap_or("").to_string(),
+            o["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            o["metadata"]["name"].as_str().unwrap_or("").to_string(),
+        )
+    }
+    objects.sort_by_key(key);
+    objects
+}
+
+/// Parses a YAML stream into its non-empty documents.
+pub fn parse_stream(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// `kubectl kustomize DIR`, run directly.
+pub fn kubectl_kustomize(dir: &Path) -> Vec<Value> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sorted(parse_stream(&String::from_utf8(out.stdout).unwrap()))
+}
+
+/// Renders a chart with Helm's engine called directly through the helm-python-sdk binding
+/// (the same libhelm_c, a different caller): `values` are the user values, `options` the
+/// render options. Returns (template name, text) pairs and the CRD texts.
+pub fn helm_engine_direct(
+    chart: &Path,
+    values: &Value,
+    options: &Value,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let script = r#"
+import json, sys
+from helm_python import chart, _native
+req = json.load(sys.stdin)
+c = chart.Chart.load(req["chart"])
+out = _native.call_string("helm_render", c._raw(), json.dumps(req["values"]), json.dumps(req["options"]))
+print(json.dumps({"templates": json.loads(out), "crds": [x["data"] for x in c.crds]}))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let request = serde_json::json!({"chart": chart, "values": values, "options": options});
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        request.to_string().as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let templates = parsed["templates"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let crds = parsed["crds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    (templates, crds)
+}
+
+/// Names of the objects as `Kind/name`.
+pub fn names(objects: &[Value]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
