@@ -1,0 +1,257 @@
+//! `capstan render` end to end: the built binary against a real Git repository made in a
+//! temporary directory, compared with `kubectl kustomize` run on the same files.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A directory removed on drop (the binary crate has no tempfile dev-dependency).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "capstan-cli-render-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../capstan-render/tests/data")
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let target = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A repository with the render fixtures committed on `main`, tagged `v1.0.0`.
+fn make_repo(dir: &Path) -> PathBuf {
+    let repo = dir.join("repo");
+    copy_dir(&fixtures(), &repo);
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "fixtures"]);
+    git(&repo, &["tag", "v1.0.0"]);
+    repo
+}
+
+fn capstan(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .arg("render")
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args)
+        .env("CAPSTAN_LOG", "info")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn sorted(mut objects: Vec<Value>) -> Vec<Value> {
+    objects.sort_by_key(|o| {
+        let api = o["apiVersion"].as_str().unwrap_or("").to_string();
+        let group = api
+            .rsplit_once('/')
+            .map(|(g, _)| g.to_string())
+            .unwrap_or_default();
+        (
+            group,
+            o["kind"].as_str().unwrap_or("").to_string(),
+            o["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            o["metadata"]["name"].as_str().unwrap_or("").to_string(),
+        )
+    });
+    objects
+}
+
+#[test]
+fn renders_a_kustomize_overlay_from_git_like_kubectl_and_caches_it() {
+    let tmp = TempDir::new("kustomize");
+    let repo = make_repo(&tmp.0);
+    let cache = tmp.0.join("cache");
+    let repo_arg = repo.to_str().unwrap();
+    let out = capstan(
+        &cache,
+        &["--repo", repo_arg, "--path", "kustomize/overlays/prod"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = documents(&String::from_utf8(out.stdout).unwrap());
+    let kubectl = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo.join("kustomize/overlays/prod"))
+        .output()
+        .unwrap();
+    assert!(kubectl.status.success());
+    let want = sorted(documents(&String::from_utf8(kubectl.stdout).unwrap()));
+    assert_eq!(got, want);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("from_cache=false"), "{stderr}");
+
+    // Same commit again: answered from the on-disk manifest cache.
+    let again = capstan(
+        &cache,
+        &[
+            "--repo",
+            repo_arg,
+            "--path",
+            "kustomize/overlays/prod",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("from_cache=true"), "{stderr}");
+    let json: Vec<Value> = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(json, want);
+}
+
+#[test]
+fn renders_a_helm_chart_at_a_revision_with_values_and_parameters() {
+    let tmp = TempDir::new("helm");
+    let repo = make_repo(&tmp.0);
+    let cache = tmp.0.join("cache");
+    // A later commit on main changes the chart's default replica count.
+    let values = repo.join("helm/web/values.yaml");
+    let text = std::fs::read_to_string(&values)
+        .unwrap()
+        .replace("replicaCount: 1", "replicaCount: 2");
+    std::fs::write(&values, text).unwrap();
+    git(&repo, &["commit", "-q", "-am", "two replicas"]);
+
+    let deployment = |args: &[&str]| -> Value {
+        let mut all = vec![
+            "--repo",
+            repo.to_str().unwrap(),
+            "--path",
+            "helm/web",
+            "-o",
+            "json",
+        ];
+        all.extend_from_slice(args);
+        let out = capstan(&cache, &all);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let objects: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        objects
+            .into_iter()
+            .find(|o| o["kind"] == "Deployment")
+            .unwrap()
+    };
+    assert_eq!(deployment(&[])["spec"]["replicas"], 2);
+    assert_eq!(deployment(&["--revision", "v1.0.0"])["spec"]["replicas"], 1);
+    let d = deployment(&[
+        "--revision",
+        "main",
+        "--helm-values",
+        "envs/values-prod.yaml",
+        "--helm-set",
+        "image.tag=2.0.1",
+        "--helm-set-string",
+        "extraLabels.build=42",
+        "--release-name",
+        "shop",
+        "--namespace",
+        "prod",
+    ]);
+    assert_eq!(d["metadata"]["name"], "shop-web");
+    assert_eq!(d["metadata"]["namespace"], "prod");
+    assert_eq!(d["spec"]["replicas"], 4);
+    assert_eq!(d["metadata"]["labels"]["build"], "42");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:2.0.1"
+    );
+}
+
+#[test]
+fn bad_input_fails_with_a_clear_message_and_no_output() {
+    let tmp = TempDir::new("errors");
+    let repo = make_repo(&tmp.0);
+    let cache = tmp.0.join("cache");
+    let repo_arg = repo.to_str().unwrap();
+    for (args, expected) in [
+        (
+            vec!["--path", "../x"],
+            "source path \"../x\" is outside the repository",
+        ),
+        (vec!["--path", "helm/broken"], "broken/templates/cm.yaml:6"),
+        (
+            vec!["--path", "does/not/exist"],
+            "does not exist in the repository",
+        ),
+        (
+            vec!["--path", "helm/web", "--helm-set", "novalue"],
+            "expected KEY=VALUE",
+        ),
+        (vec!["--revision", "no-such-branch"], "no-such-branch"),
+    ] {
+        let mut all = vec!["--repo", repo_arg];
+        all.extend(args.iter().copied());
+        let out = capstan(&cache, &all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: no partial output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
