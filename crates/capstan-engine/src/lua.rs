@@ -55,6 +55,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The file name of a health script inside `<group>/<Kind>/`.
 pub const HEALTH_SCRIPT: &str = "health.lua";
@@ -123,15 +124,21 @@ pub struct LuaLimits {
     pub instructions: u64,
     /// Bytes one evaluation may allocate on top of what the state already holds.
     pub memory: usize,
+    /// Wall time one evaluation may take, checked with the instruction count. It only matters
+    /// for scripts that spend their time inside library functions (a `pcall` loop around a huge
+    /// `string.rep`), which few instructions can make very slow; it is a safety net, not a result:
+    /// every script that stays within it gives the same answer on any machine.
+    pub time: Duration,
 }
 
 impl Default for LuaLimits {
-    /// Ten million instructions and 32 MiB: real health scripts need a few hundred instructions
-    /// and a few kilobytes, so only runaway scripts ever meet these.
+    /// Ten million instructions, 16 MiB and one second: real health scripts need a few hundred
+    /// instructions, a few kilobytes and microseconds, so only runaway scripts meet these.
     fn default() -> Self {
         LuaLimits {
             instructions: 10_000_000,
-            memory: 32 << 20,
+            memory: 16 << 20,
+            time: Duration::from_secs(1),
         }
     }
 }
@@ -476,6 +483,9 @@ struct Runtime {
     functions: Vec<Option<Function>>,
     /// Hook ticks (of [`HOOK_EVERY`] instructions) spent by the running evaluation.
     ticks: Arc<AtomicU64>,
+    /// The running evaluation's deadline, in nanoseconds since `epoch`.
+    deadline: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 impl Runtime {
@@ -521,29 +531,28 @@ impl Runtime {
         base.raw_set("os", os)?;
 
         let ticks = Arc::new(AtomicU64::new(0));
-        let max_ticks = Arc::new(AtomicU64::new(
-            inner.limits.instructions.div_ceil(u64::from(HOOK_EVERY)),
-        ));
-        let (hook_ticks, hook_max) = (ticks.clone(), max_ticks.clone());
+        let max_ticks = inner.limits.instructions.div_ceil(u64::from(HOOK_EVERY));
+        let epoch = Instant::now();
+        let deadline = Arc::new(AtomicU64::new(u64::MAX));
+        let budget = Budget {
+            ticks: ticks.clone(),
+            max_ticks,
+            deadline: deadline.clone(),
+            epoch,
+            limits: inner.limits,
+        };
+        let hook_budget = budget.clone();
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(HOOK_EVERY),
             move |_, _| {
-                let spent = hook_ticks.fetch_add(1, Ordering::Relaxed) + 1;
-                if spent > hook_max.load(Ordering::Relaxed) {
-                    return Err(mlua::Error::runtime(budget_message(&hook_max)));
-                }
+                hook_budget.ticks.fetch_add(1, Ordering::Relaxed);
+                hook_budget.check()?;
                 Ok(VmState::Continue)
             },
         )?;
         // pcall/xpcall would swallow the budget error and let a loop around them run forever;
         // the wrappers re-raise it once the budget is spent.
-        let (guard_ticks, guard_max) = (ticks.clone(), max_ticks);
-        let guard = lua.create_function(move |_, ()| {
-            if guard_ticks.load(Ordering::Relaxed) > guard_max.load(Ordering::Relaxed) {
-                return Err(mlua::Error::runtime(budget_message(&guard_max)));
-            }
-            Ok(())
-        })?;
+        let guard = lua.create_function(move |_, ()| budget.check())?;
         let wrap: Function = lua
             .load(
                 r#"
@@ -572,6 +581,8 @@ return function(f, ...) return finish(raw_pcall(f, ...)) end,
             env_meta,
             functions: vec![None; inner.scripts.len()],
             ticks,
+            deadline,
+            epoch,
         })
     }
 
@@ -583,7 +594,11 @@ return function(f, ...) return finish(raw_pcall(f, ...)) end,
         let f = self
             .lua
             .load(script.source.as_str())
-            .set_name(format!("={}", script.origin))
+            .set_name(format!(
+                "={}/{}/{HEALTH_SCRIPT}",
+                display_group(&script.group),
+                script.kind
+            ))
             .set_mode(ChunkMode::Text)
             .into_function()
             .map_err(|e| error_text(&e))?;
@@ -612,6 +627,11 @@ return function(f, ...) return finish(raw_pcall(f, ...)) end,
             .set_memory_limit(used.saturating_add(limits.memory))
             .map_err(fail)?;
         self.ticks.store(0, Ordering::Relaxed);
+        let deadline = self.epoch.elapsed().saturating_add(limits.time);
+        self.deadline.store(
+            u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let result = f.call::<mlua::Value>(());
         // The budget applies to the script only; reading its result must not trip it.
         let _ = self.lua.set_memory_limit(0);
@@ -626,11 +646,34 @@ return function(f, ...) return finish(raw_pcall(f, ...)) end,
     }
 }
 
-fn budget_message(max_ticks: &AtomicU64) -> String {
-    format!(
-        "instruction limit exceeded ({} instructions)",
-        max_ticks.load(Ordering::Relaxed) * u64::from(HOOK_EVERY)
-    )
+/// What the hook and the `pcall` guard check: once spent, the budget stays spent until the next
+/// evaluation resets it, so every later check fails too.
+#[derive(Clone)]
+struct Budget {
+    ticks: Arc<AtomicU64>,
+    max_ticks: u64,
+    deadline: Arc<AtomicU64>,
+    epoch: Instant,
+    limits: LuaLimits,
+}
+
+impl Budget {
+    fn check(&self) -> mlua::Result<()> {
+        if self.ticks.load(Ordering::Relaxed) > self.max_ticks {
+            return Err(mlua::Error::runtime(format!(
+                "instruction limit exceeded ({} instructions)",
+                self.limits.instructions
+            )));
+        }
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if now > self.deadline.load(Ordering::Relaxed) {
+            return Err(mlua::Error::runtime(format!(
+                "time limit exceeded ({:?})",
+                self.limits.time
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn root_cause(e: &mlua::Error) -> &mlua::Error {

@@ -1,0 +1,1 @@
+return { status = "Healthy", message = "exact aws.crossplane.io/Bucket" }
