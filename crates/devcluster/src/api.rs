@@ -427,6 +427,11 @@ fn prepare_kind(
                 })
                 .unwrap_or_default();
             let t = now();
+            // Conditions keep their transition time across updates: they stay True.
+            let conditions = old
+                .and_then(|o| o.pointer("/status/conditions"))
+                .filter(|c| c.as_array().is_some_and(|a| a.len() == 2))
+                .cloned();
             obj["status"] = json!({
                 "acceptedNames": names,
                 "conditions": [
@@ -437,6 +442,9 @@ fn prepare_kind(
                 ],
                 "storedVersions": stored,
             });
+            if let Some(c) = conditions {
+                obj["status"]["conditions"] = c;
+            }
         }
         _ => {}
     }
