@@ -519,6 +519,19 @@ impl RepoCache {
             ),
         };
 
+        if let Some(path) = url.local_path() {
+            // `git upload-pack` reports a missing repository only on its stderr; say it here.
+            if !path.is_dir() {
+                return Err(fetch_err(format!("{} is not a directory", path.display())));
+            }
+            if !path.join("HEAD").is_file() && !path.join(".git").exists() {
+                return Err(fetch_err(format!(
+                    "{} is not a Git repository",
+                    path.display()
+                )));
+            }
+        }
+
         // The account for HTTP(S), and the ssh session (temporary key file) for SSH.
         let mut account = None;
         let mut ssh_session = None;
@@ -622,11 +635,15 @@ impl RepoCache {
             });
         } else {
             // Never fall back to credential helpers or a terminal prompt.
-            connection.set_credentials(|action| match action {
-                gix::credentials::helper::Action::Get(_) => Err(gix::error::unauthenticated(
-                    "the repository requires authentication and no credentials were given",
-                )
-                .into()),
+            let refusal = if url.scheme() == Scheme::Ssh {
+                "the SSH server denied access (is the private key authorized for this repository?)"
+            } else {
+                "the repository requires authentication and no credentials were given"
+            };
+            connection.set_credentials(move |action| match action {
+                gix::credentials::helper::Action::Get(_) => {
+                    Err(gix::error::unauthenticated(refusal).into())
+                }
                 _ => Ok(None),
             });
         }

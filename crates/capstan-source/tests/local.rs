@@ -410,7 +410,18 @@ fn bad_input_gives_clear_errors() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, SourceError::Fetch { .. }), "{msg}");
-    assert!(msg.contains("does-not-exist"), "{msg}");
+    assert!(
+        msg.contains("does-not-exist") && msg.contains("not a directory"),
+        "{msg}"
+    );
+    let plain = tempfile::tempdir().unwrap();
+    let not_git = RepoUrl::parse(plain.path().to_str().unwrap()).unwrap();
+    let err = f
+        .cache
+        .resolve(&not_git, &Credentials::None, "main")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a Git repository"), "{err}");
 
     let never = RepoUrl::parse("/nowhere/at/all").unwrap();
     let err = f
