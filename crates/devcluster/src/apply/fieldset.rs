@@ -6,7 +6,6 @@
 //! without children as an empty object.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
@@ -17,9 +16,9 @@ pub(crate) enum PathElement {
     /// A field of a map or struct: `f:name`.
     Field(String),
     /// An item of an associative list, identified by its key fields: `k:{"name":"x"}`.
-    Key(Canon),
+    Key(Box<Canon>),
     /// An item of a set-type list, identified by its value: `v:"x"`.
-    Value(Canon),
+    Value(Box<Canon>),
     /// An item of a list by position: `i:0` (read, never produced by this module).
     Index(usize),
 }
@@ -41,7 +40,8 @@ impl Canon {
     }
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// Appends the canonical text of `v` (compact JSON, object keys sorted) to `out`.
+pub(crate) fn write_canonical(v: &Value, out: &mut String) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
@@ -51,7 +51,7 @@ fn write_canonical(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String((*k).clone()).to_string());
+                write_json_string(k, out);
                 out.push(':');
                 if let Some(child) = m.get(*k) {
                     write_canonical(child, out);
@@ -69,8 +69,41 @@ fn write_canonical(v: &Value, out: &mut String) {
             }
             out.push(']');
         }
-        other => out.push_str(&other.to_string()),
+        Value::String(s) => write_json_string(s, out),
+        Value::Number(n) => {
+            // Integers (the usual keys) directly; floats as serde_json spells them.
+            if let Some(i) = n.as_i64() {
+                let _ = write!(out, "{i}");
+            } else if let Some(u) = n.as_u64() {
+                let _ = write!(out, "{u}");
+            } else {
+                out.push_str(&Value::Number(n.clone()).to_string());
+            }
+        }
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Null => out.push_str("null"),
     }
+}
+
+/// Appends `s` as a JSON string literal, escaped as serde_json escapes it.
+pub(crate) fn write_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn type_rank(v: &Value) -> u8 {
@@ -154,12 +187,12 @@ impl PathElement {
                 if !v.is_object() {
                     return Err(format!("invalid fieldsV1 key {s:?}: not a JSON object"));
                 }
-                Ok(PathElement::Key(Canon::new(v)))
+                Ok(PathElement::Key(Box::new(Canon::new(v))))
             }
             "v" => {
                 let v: Value = serde_json::from_str(rest)
                     .map_err(|e| format!("invalid fieldsV1 key {s:?}: {e}"))?;
-                Ok(PathElement::Value(Canon::new(v)))
+                Ok(PathElement::Value(Box::new(Canon::new(v))))
             }
             "i" => rest
                 .parse::<usize>()
@@ -249,7 +282,70 @@ pub(crate) struct FieldSet {
     /// Whether the path of this node is itself in the set.
     pub member: bool,
     /// Longer paths, by their next element.
-    pub children: BTreeMap<PathElement, FieldSet>,
+    pub children: Children,
+}
+
+/// The children of a [`FieldSet`] node, sorted by path element. A sorted vector rather than a
+/// tree map: nodes have few children, and every apply builds and walks several sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Children(Vec<(PathElement, FieldSet)>);
+
+impl Children {
+    fn find(&self, pe: &PathElement) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.cmp(pe))
+    }
+
+    pub(crate) fn get(&self, pe: &PathElement) -> Option<&FieldSet> {
+        self.find(pe)
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .map(|(_, c)| c)
+    }
+
+    pub(crate) fn get_mut(&mut self, pe: &PathElement) -> Option<&mut FieldSet> {
+        match self.find(pe) {
+            Ok(i) => self.0.get_mut(i).map(|(_, c)| c),
+            Err(_) => None,
+        }
+    }
+
+    pub(crate) fn contains_key(&self, pe: &PathElement) -> bool {
+        self.find(pe).is_ok()
+    }
+
+    /// Inserts or replaces the child at `pe`.
+    pub(crate) fn insert(&mut self, pe: PathElement, set: FieldSet) {
+        match self.find(&pe) {
+            Ok(i) => {
+                if let Some(slot) = self.0.get_mut(i) {
+                    slot.1 = set;
+                }
+            }
+            Err(i) => self.0.insert(i, (pe, set)),
+        }
+    }
+
+    pub(crate) fn remove(&mut self, pe: &PathElement) {
+        if let Ok(i) = self.find(pe) {
+            self.0.remove(i);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Children {
+    type Item = (&'a PathElement, &'a FieldSet);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (PathElement, FieldSet)>,
+        fn(&'a (PathElement, FieldSet)) -> (&'a PathElement, &'a FieldSet),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
 }
 
 impl FieldSet {
@@ -293,7 +389,7 @@ impl FieldSet {
     pub(crate) fn intersection(&self, other: &FieldSet) -> FieldSet {
         let mut out = FieldSet {
             member: self.member && other.member,
-            children: BTreeMap::new(),
+            children: Children::default(),
         };
         for (pe, c) in &self.children {
             if let Some(oc) = other.children.get(pe) {
@@ -392,11 +488,39 @@ mod tests {
 
     #[test]
     fn keys_sort_numerically_and_print_like_kubernetes() {
-        let a = PathElement::Key(Canon::new(json!({"protocol": "TCP", "containerPort": 9})));
-        let b = PathElement::Key(Canon::new(json!({"containerPort": 10, "protocol": "TCP"})));
+        let a = PathElement::Key(Box::new(Canon::new(
+            json!({"protocol": "TCP", "containerPort": 9}),
+        )));
+        let b = PathElement::Key(Box::new(Canon::new(
+            json!({"containerPort": 10, "protocol": "TCP"}),
+        )));
         assert!(a < b);
         assert_eq!(a.encode(), "k:{\"containerPort\":9,\"protocol\":\"TCP\"}");
         assert_eq!(path_string(&[a]), "[containerPort=9,protocol=\"TCP\"]");
+    }
+
+    #[test]
+    fn canonical_text_escapes_like_serde_json() {
+        for s in [
+            "plain",
+            "quo\"te",
+            "back\\slash",
+            "nl\n\t\r\u{8}\u{c}",
+            "\u{1}\u{1f}",
+            "ünï/<&>",
+        ] {
+            let mut out = String::new();
+            write_json_string(s, &mut out);
+            assert_eq!(out, serde_json::to_string(s).unwrap());
+        }
+        let v = json!({"b": [1, -3, true, null], "a": {"y": "\"", "x": 7}});
+        assert_eq!(
+            Canon::new(v).text,
+            r#"{"a":{"x":7,"y":"\""},"b":[1,-3,true,null]}"#
+        );
+        for f in [json!(2.5), json!(1e20), json!(-0.125), json!(u64::MAX)] {
+            assert_eq!(Canon::new(f.clone()).text, f.to_string());
+        }
     }
 
     #[test]

@@ -19,8 +19,9 @@ pub(crate) enum ListType {
     Atomic,
     /// A list of scalars merged as a set (`v:` elements).
     Set,
-    /// An associative list: items are identified by these key fields (`k:` elements). A key
-    /// missing from an item takes the default given here, if any (ports' `protocol: TCP`).
+    /// An associative list: items are identified by these key fields (`k:` elements), sorted
+    /// by name. A key missing from an item takes the default given here, if any (ports'
+    /// `protocol: TCP`).
     Map(Vec<(String, Option<Value>)>),
 }
 
@@ -118,14 +119,15 @@ impl Node {
 
     fn map_list(&mut self, path: &str, keys: &[&str], smp_key: &str) {
         let n = self.at(path);
-        n.list = ListType::Map(
-            keys.iter()
-                .map(|k| {
-                    let default = (*k == "protocol").then(|| Value::String("TCP".to_string()));
-                    (k.to_string(), default)
-                })
-                .collect(),
-        );
+        let mut keys: Vec<(String, Option<Value>)> = keys
+            .iter()
+            .map(|k| {
+                let default = (*k == "protocol").then(|| Value::String("TCP".to_string()));
+                (k.to_string(), default)
+            })
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        n.list = ListType::Map(keys);
         n.smp = SmpList::MergeKey(smp_key.to_string());
     }
 
@@ -451,17 +453,18 @@ fn schema_node(s: &Value) -> Node {
                 .unwrap_or_default();
             if !keys.is_empty() {
                 let item_props = m.get("items").and_then(|i| i.get("properties"));
-                n.list = ListType::Map(
-                    keys.iter()
-                        .map(|k| {
-                            let default = item_props
-                                .and_then(|p| p.get(k))
-                                .and_then(|p| p.get("default"))
-                                .cloned();
-                            (k.clone(), default)
-                        })
-                        .collect(),
-                );
+                let mut map_keys: Vec<(String, Option<Value>)> = keys
+                    .iter()
+                    .map(|k| {
+                        let default = item_props
+                            .and_then(|p| p.get(k))
+                            .and_then(|p| p.get("default"))
+                            .cloned();
+                        (k.clone(), default)
+                    })
+                    .collect();
+                map_keys.sort_by(|a, b| a.0.cmp(&b.0));
+                n.list = ListType::Map(map_keys);
                 if let [single] = keys.as_slice() {
                     n.smp = SmpList::MergeKey(single.clone());
                 }

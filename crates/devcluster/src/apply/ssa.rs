@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use super::fieldset::{Canon, FieldSet, PathElement, path_string};
+use super::fieldset::{
+    Canon, FieldSet, PathElement, path_string, write_canonical, write_json_string,
+};
 use super::hints::{ListType, Node};
 use super::{ApplyError, FieldConflict};
 
@@ -55,7 +57,7 @@ fn item_element(list: &ListType, item: &Value) -> Result<Option<PathElement>, St
             if item.is_object() || item.is_array() {
                 return Err("a set-type list may only hold scalars".to_string());
             }
-            Ok(Some(PathElement::Value(Canon::new(item.clone()))))
+            Ok(Some(PathElement::Value(Box::new(Canon::new(item.clone())))))
         }
         ListType::Map(keys) => {
             let Value::Object(m) = item else {
@@ -74,7 +76,9 @@ fn item_element(list: &ListType, item: &Value) -> Result<Option<PathElement>, St
                     }
                 }
             }
-            Ok(Some(PathElement::Key(Canon::new(Value::Object(key)))))
+            Ok(Some(PathElement::Key(Box::new(Canon::new(Value::Object(
+                key,
+            ))))))
         }
     }
 }
@@ -211,10 +215,36 @@ fn merge(lhs: Value, rhs: &Value, node: &Node) -> Value {
     }
 }
 
+/// The canonical identity text of a list item (what follows `k:` or `v:` in FieldsV1), built
+/// without intermediate values: this runs for every list item of every apply.
 fn ident(list: &ListType, item: &Value) -> Option<String> {
-    match item_element(list, item) {
-        Ok(Some(PathElement::Key(c))) | Ok(Some(PathElement::Value(c))) => Some(c.text),
-        _ => None,
+    match list {
+        ListType::Atomic => None,
+        ListType::Set => {
+            if item.is_object() || item.is_array() {
+                return None;
+            }
+            let mut s = String::new();
+            write_canonical(item, &mut s);
+            Some(s)
+        }
+        ListType::Map(keys) => {
+            let m = item.as_object()?;
+            let mut s = String::with_capacity(32);
+            s.push('{');
+            // Keys are sorted by name (ListType invariant), as canonical text requires.
+            for (i, (k, default)) in keys.iter().enumerate() {
+                let v = m.get(k).filter(|v| !v.is_null()).or(default.as_ref())?;
+                if i > 0 {
+                    s.push(',');
+                }
+                write_json_string(k, &mut s);
+                s.push(':');
+                write_canonical(v, &mut s);
+            }
+            s.push('}');
+            Some(s)
+        }
     }
 }
 
@@ -278,24 +308,27 @@ fn merge_list(l: Vec<Value>, r: &[Value], node: &Node) -> Value {
 }
 
 /// Removes from `v` the fields in `last` (what the applier owned before) that nobody owns any
-/// more (`owned`: the applier's new set and every other manager's set). A struct field counts
-/// as owned/applied when anything below it is; a removed path takes its whole subtree.
-fn prune(v: &mut Value, node: &Node, last: &FieldSet, owned: Option<&FieldSet>, root: bool) {
+/// more (`owned`: the applier's new set and every other manager's set, at this position). A
+/// struct field counts as owned/applied when anything below it is; a removed path takes its
+/// whole subtree.
+fn prune(v: &mut Value, node: &Node, last: &FieldSet, owned: &[&FieldSet], root: bool) {
     match v {
         Value::Object(m) => {
             for (pe, lc) in &last.children {
                 let PathElement::Field(k) = pe else { continue };
-                let oc = owned.and_then(|o| o.children.get(pe));
+                let oc: Vec<&FieldSet> = owned.iter().filter_map(|o| o.children.get(pe)).collect();
                 // `metadata` is never removed as a whole: name, uid and the like live there.
                 let named = node.is_named_field(k) && !(root && k == "metadata");
                 let in_last = lc.member || (named && !lc.children.is_empty());
-                let in_owned = oc.is_some_and(|o| o.member || (named && !o.children.is_empty()));
+                let in_owned = oc
+                    .iter()
+                    .any(|o| o.member || (named && !o.children.is_empty()));
                 if in_last && !in_owned {
                     m.shift_remove(k);
                 } else if !lc.children.is_empty()
                     && let Some(cv) = m.get_mut(k)
                 {
-                    prune(cv, node.field(k), lc, oc, false);
+                    prune(cv, node.field(k), lc, &oc, false);
                 }
             }
         }
@@ -313,15 +346,15 @@ fn prune(v: &mut Value, node: &Node, last: &FieldSet, owned: Option<&FieldSet>, 
                 let Some(&i) = index.get(&c.text) else {
                     continue;
                 };
-                let oc = owned.and_then(|o| o.children.get(pe));
-                if lc.member && !oc.is_some_and(|o| o.member) {
+                let oc: Vec<&FieldSet> = owned.iter().filter_map(|o| o.children.get(pe)).collect();
+                if lc.member && !oc.iter().any(|o| o.member) {
                     if let Some(flag) = remove.get_mut(i) {
                         *flag = true;
                     }
                 } else if !lc.children.is_empty()
                     && let Some(item) = items.get_mut(i)
                 {
-                    prune(item, node.item(), lc, oc, false);
+                    prune(item, node.item(), lc, &oc, false);
                 }
             }
             let mut flags = remove.into_iter();
@@ -397,18 +430,14 @@ fn diff_lists(
     changed: &mut FieldSet,
     removed: &mut FieldSet,
 ) {
-    let mut l_items: HashMap<String, (PathElement, &Value)> = HashMap::with_capacity(la.len());
-    let mut r_elems = Vec::with_capacity(ra.len());
+    let mut l_items: HashMap<String, &Value> = HashMap::with_capacity(la.len());
+    let mut r_items: Vec<(String, &Value)> = Vec::with_capacity(ra.len());
     for v in la {
-        match item_element(&node.list, v) {
-            Ok(Some(pe)) => {
-                let id = match &pe {
-                    PathElement::Key(c) | PathElement::Value(c) => c.text.clone(),
-                    _ => String::new(),
-                };
-                l_items.insert(id, (pe, v));
+        match ident(&node.list, v) {
+            Some(id) => {
+                l_items.insert(id, v);
             }
-            _ => {
+            None => {
                 // A live list that does not fit its schema is compared as one value.
                 if la != ra {
                     changed.member = true;
@@ -418,9 +447,9 @@ fn diff_lists(
         }
     }
     for v in ra {
-        match item_element(&node.list, v) {
-            Ok(Some(pe)) => r_elems.push((pe, v)),
-            _ => {
+        match ident(&node.list, v) {
+            Some(id) => r_items.push((id, v)),
+            None => {
                 if la != ra {
                     changed.member = true;
                 }
@@ -429,15 +458,11 @@ fn diff_lists(
         }
     }
     let item_node = node.item();
-    for (pe, rv) in r_elems {
-        let id = match &pe {
-            PathElement::Key(c) | PathElement::Value(c) => c.text.clone(),
-            _ => String::new(),
-        };
+    for (id, rv) in r_items {
         let mut c = FieldSet::default();
         let mut d = FieldSet::default();
         match l_items.remove(&id) {
-            Some((_, lv)) => match (lv, rv) {
+            Some(lv) => match (lv, rv) {
                 (Value::Object(_), Value::Object(_)) => {
                     diff(lv, rv, item_node, Level::Other, &mut c, &mut d);
                 }
@@ -456,6 +481,12 @@ fn diff_lists(
                 }
             }
         }
+        if c.is_empty() && d.is_empty() {
+            continue;
+        }
+        let Ok(Some(pe)) = item_element(&node.list, rv) else {
+            continue;
+        };
         if !c.is_empty() {
             changed.children.insert(pe.clone(), c);
         }
@@ -463,7 +494,10 @@ fn diff_lists(
             removed.children.insert(pe, d);
         }
     }
-    for (_, (pe, lv)) in l_items {
+    for lv in l_items.into_values() {
+        let Ok(Some(pe)) = item_element(&node.list, lv) else {
+            continue;
+        };
         let mut d = FieldSet {
             member: true,
             ..FieldSet::default()
@@ -541,36 +575,52 @@ fn removed_all(v: &Value, node: &Node, level: Level, out: &mut FieldSet) {
 
 /// One `metadata.managedFields` entry.
 #[derive(Clone, Debug)]
-struct Entry {
+struct Entry<'a> {
     manager: String,
     operation: String,
     api_version: String,
     time: Option<String>,
     subresource: Option<String>,
+    /// The owned fields; valid once `unparsed` is `None` (see [`Entry::load`]).
     set: FieldSet,
+    /// The stored `fieldsV1`, parsed only when needed: a re-apply that changes nothing never
+    /// needs the other managers' sets.
+    unparsed: Option<&'a Value>,
     /// The entry as stored, reused verbatim while the entry does not change.
-    raw: Option<Value>,
+    raw: Option<&'a Value>,
 }
 
-impl Entry {
-    fn parse(v: &Value) -> Result<Entry, String> {
+impl<'a> Entry<'a> {
+    fn parse(v: &'a Value) -> Result<Entry<'a>, String> {
         let Value::Object(m) = v else {
             return Err("managedFields entry is not an object".to_string());
         };
         let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
-        let set = match m.get("fieldsV1") {
-            Some(f) => FieldSet::from_fields_v1(f)?,
-            None => FieldSet::default(),
-        };
         Ok(Entry {
             manager: s("manager").unwrap_or_default(),
             operation: s("operation").unwrap_or_default(),
             api_version: s("apiVersion").unwrap_or_default(),
             time: s("time"),
             subresource: s("subresource").filter(|s| !s.is_empty()),
-            set,
-            raw: Some(v.clone()),
+            set: FieldSet::default(),
+            unparsed: m.get("fieldsV1"),
+            raw: Some(v),
         })
+    }
+
+    /// Parses the stored field set. A set that does not parse (the store only holds what this
+    /// module wrote, so this means corruption) leaves the entry empty, and it is dropped at
+    /// write time rather than failing every later write to the object.
+    fn load(&mut self) {
+        if let Some(f) = self.unparsed.take() {
+            match FieldSet::from_fields_v1(f) {
+                Ok(set) => self.set = set,
+                Err(_) => {
+                    self.set = FieldSet::default();
+                    self.raw = None;
+                }
+            }
+        }
     }
 
     fn is(&self, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
@@ -580,7 +630,7 @@ impl Entry {
     }
 
     fn to_json(&self) -> Value {
-        if let Some(raw) = &self.raw {
+        if let Some(raw) = self.raw {
             return raw.clone();
         }
         let mut m = Map::new();
@@ -610,21 +660,22 @@ impl Entry {
     }
 }
 
-/// Parses stored managedFields. Entries the store holds are written by this module; should
-/// they be unreadable anyway, ownership is reset (as the API server does) rather than failing
-/// every later write to the object.
-fn parse_entries(v: Option<&Value>) -> Vec<Entry> {
+/// Reads stored managedFields (their field sets stay unparsed until [`Entry::load`]). Entries
+/// that are not objects are skipped: the store only holds what this module wrote.
+fn parse_entries(v: Option<&Value>) -> Vec<Entry<'_>> {
     let Some(Value::Array(items)) = v else {
         return Vec::new();
     };
-    items
-        .iter()
-        .map(Entry::parse)
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_or_default()
+    items.iter().filter_map(|e| Entry::parse(e).ok()).collect()
 }
 
-fn write_entries(obj: &mut Value, entries: &[Entry]) {
+fn load_all(entries: &mut [Entry<'_>]) {
+    for e in entries {
+        e.load();
+    }
+}
+
+fn write_entries(obj: &mut Value, entries: &[Entry<'_>]) {
     let Value::Object(root) = obj else { return };
     let meta = root
         .entry("metadata")
@@ -642,6 +693,30 @@ fn write_entries(obj: &mut Value, entries: &[Entry]) {
             );
         }
     }
+}
+
+/// A copy of an object without `metadata.managedFields` (the largest part of a stored object,
+/// and rewritten anyway).
+fn clone_without_managed_fields(v: &Value) -> Value {
+    let Value::Object(m) = v else {
+        return v.clone();
+    };
+    Value::Object(
+        m.iter()
+            .map(|(k, v)| match v {
+                Value::Object(meta) if k == "metadata" => (
+                    k.clone(),
+                    Value::Object(
+                        meta.iter()
+                            .filter(|(mk, _)| mk.as_str() != "managedFields")
+                            .map(|(mk, mv)| (mk.clone(), mv.clone()))
+                            .collect(),
+                    ),
+                ),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect(),
+    )
 }
 
 fn managed_fields(v: &Value) -> Option<&Value> {
@@ -702,21 +777,33 @@ pub(crate) fn apply(
     let live_v = live.unwrap_or(&empty);
     let mut entries = parse_entries(live.and_then(managed_fields));
 
-    let mut merged = merge(live_v.clone(), applied, root);
+    let mut merged = merge(clone_without_managed_fields(live_v), applied, root);
     let me = entries
         .iter()
         .position(|e| e.is(manager, "Apply", subresource));
-    if let Some(i) = me
+    if let Some(e) = me.and_then(|i| entries.get_mut(i)) {
+        e.load();
+    }
+    // Pruning needs everyone's sets, but only when the applier's set shrank or changed.
+    let needs_prune = me
+        .and_then(|i| entries.get(i))
+        .is_some_and(|e| !e.set.is_empty() && e.set != new_set);
+    if needs_prune {
+        load_all(&mut entries);
+    }
+    if needs_prune
+        && let Some(i) = me
         && let Some(last) = entries.get(i).map(|e| &e.set)
-        && !last.is_empty()
     {
-        let mut owned = new_set.clone();
-        for (j, e) in entries.iter().enumerate() {
-            if j != i {
-                owned.union_with(&e.set);
-            }
-        }
-        prune(&mut merged, root, last, Some(&owned), true);
+        let mut owned: Vec<&FieldSet> = vec![&new_set];
+        owned.extend(
+            entries
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, e)| &e.set),
+        );
+        prune(&mut merged, root, last, &owned, true);
     }
 
     let mut changed = FieldSet::default();
@@ -730,6 +817,9 @@ pub(crate) fn apply(
         &mut removed,
     );
 
+    if !changed.is_empty() || !removed.is_empty() {
+        load_all(&mut entries);
+    }
     let mut conflicts = Vec::new();
     let mut overlaps = Vec::new();
     for (j, e) in entries.iter().enumerate() {
@@ -784,10 +874,11 @@ pub(crate) fn apply(
             time: Some(now.to_string()),
             subresource: subresource.map(str::to_string),
             set: new_set,
+            unparsed: None,
             raw: None,
         }),
     }
-    entries.retain(|e| !e.set.is_empty());
+    entries.retain(|e| e.unparsed.is_some() || !e.set.is_empty());
     write_entries(&mut merged, &entries);
     Ok(merged)
 }
@@ -811,14 +902,25 @@ pub(crate) fn update(
     };
     let mut entries = match &sent {
         // A client may replace the ownership record; `[{}]` clears it entirely.
-        Some(Value::Array(a)) if !a.is_empty() && Some(&Value::Array(a.clone())) != old_mf => {
+        Some(v @ Value::Array(a)) if !a.is_empty() && old_mf != Some(v) => {
             if a.iter().all(|e| e.as_object().is_some_and(Map::is_empty)) {
                 return;
             }
-            match a.iter().map(Entry::parse).collect::<Result<Vec<_>, _>>() {
-                Ok(entries) => entries,
-                Err(_) => parse_entries(old_mf),
-            }
+            // What a client sends is checked in full; if it does not parse, the stored record
+            // stays (as the API server does).
+            let strict: Option<Vec<Entry<'_>>> = a
+                .iter()
+                .map(|e| {
+                    let mut entry = Entry::parse(e).ok()?;
+                    let fields = entry.unparsed.take();
+                    entry.set = match fields {
+                        Some(f) => FieldSet::from_fields_v1(f).ok()?,
+                        None => FieldSet::default(),
+                    };
+                    Some(entry)
+                })
+                .collect();
+            strict.unwrap_or_else(|| parse_entries(old_mf))
         }
         _ => parse_entries(old_mf),
     };
@@ -834,6 +936,10 @@ pub(crate) fn update(
         &mut removed,
     );
 
+    let touched = !changed.is_empty() || !removed.is_empty();
+    if touched {
+        load_all(&mut entries);
+    }
     let me = entries
         .iter()
         .position(|e| e.is(manager, "Update", subresource));
@@ -848,7 +954,6 @@ pub(crate) fn update(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let touched = !changed.is_empty() || !removed.is_empty();
     match me.and_then(|i| entries.get_mut(i)) {
         Some(e) => {
             if touched {
@@ -868,11 +973,12 @@ pub(crate) fn update(
                     time: Some(now.to_string()),
                     subresource: subresource.map(str::to_string),
                     set: changed,
+                    unparsed: None,
                     raw: None,
                 });
             }
         }
     }
-    entries.retain(|e| !e.set.is_empty());
+    entries.retain(|e| e.unparsed.is_some() || !e.set.is_empty());
     write_entries(new, &entries);
 }
