@@ -184,13 +184,34 @@ fn clean(v: &Value) -> Value {
     }
 }
 
+/// Metadata the API server sets and keeps: an applied configuration never overrides a live
+/// value of these (kubectl sends `creationTimestamp: null` from `--dry-run -o yaml` output).
+fn server_owned_meta(key: &str) -> bool {
+    matches!(
+        key,
+        "uid"
+            | "creationTimestamp"
+            | "generation"
+            | "managedFields"
+            | "selfLink"
+            | "deletionTimestamp"
+            | "deletionGracePeriodSeconds"
+    )
+}
+
 /// Merges the applied value `rhs` into the live value `lhs`: granular maps merge, associative
 /// and set lists merge by identity (applied order first, live-only items kept in place), all
-/// else is replaced by the applied value.
-fn merge(lhs: Value, rhs: &Value, node: &Node) -> Value {
+/// else is replaced by the applied value. An applied `null` removes the field.
+fn merge(lhs: Value, rhs: &Value, node: &Node, level: Level) -> Value {
     match (lhs, rhs) {
         (Value::Object(mut l), Value::Object(r)) if !node.atomic => {
             for (k, rv) in r {
+                if level == Level::Meta
+                    && (server_owned_meta(k) || rv.is_null())
+                    && (l.contains_key(k) || rv.is_null())
+                {
+                    continue;
+                }
                 if rv.is_null() {
                     l.shift_remove(k);
                     continue;
@@ -199,7 +220,7 @@ fn merge(lhs: Value, rhs: &Value, node: &Node) -> Value {
                 match l.get_mut(k) {
                     Some(slot) => {
                         let old = std::mem::take(slot);
-                        *slot = merge(old, rv, child);
+                        *slot = merge(old, rv, child, level.child(k));
                     }
                     None => {
                         l.insert(k.clone(), clean(rv));
@@ -288,7 +309,7 @@ fn merge_list(l: Vec<Value>, r: &[Value], node: &Node) -> Value {
                     cursor += 1;
                 }
                 if let Some(lv) = lhs.get_mut(j).and_then(Option::take) {
-                    out.push(merge(lv, rv, item_node));
+                    out.push(merge(lv, rv, item_node, Level::Other));
                 } else {
                     out.push(clean(rv));
                 }
@@ -758,7 +779,7 @@ pub(crate) fn apply(
             "PATCH requests with the apply content type require a fieldManager".to_string(),
         ));
     }
-    if managed_fields(applied).is_some_and(|v| !v.is_null()) {
+    if managed_fields(applied).is_some_and(|v| !v.is_null() && v != &Value::Array(Vec::new())) {
         return Err(ApplyError::BadPatch(
             "metadata.managedFields must be nil".to_string(),
         ));
@@ -777,7 +798,12 @@ pub(crate) fn apply(
     let live_v = live.unwrap_or(&empty);
     let mut entries = parse_entries(live.and_then(managed_fields));
 
-    let mut merged = merge(clone_without_managed_fields(live_v), applied, root);
+    let mut merged = merge(
+        clone_without_managed_fields(live_v),
+        applied,
+        root,
+        Level::Root,
+    );
     let me = entries
         .iter()
         .position(|e| e.is(manager, "Apply", subresource));

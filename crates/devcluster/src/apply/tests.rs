@@ -1066,3 +1066,160 @@ fn update_losing_all_fields_removes_the_manager_and_clients_may_reset() {
     );
     assert_eq!(keep, edited);
 }
+
+#[test]
+fn ssa_keeps_server_set_metadata_against_applied_nulls() {
+    let mut live = ssa(None, &deployment(), "capstan", false, T0).unwrap();
+    live["metadata"]["uid"] = json!("1b4c-uid");
+    live["metadata"]["creationTimestamp"] = json!(T0);
+    live["metadata"]["generation"] = json!(1);
+    live["metadata"]["resourceVersion"] = json!("41");
+    // What `kubectl create --dry-run=client -o yaml` produces and users commit to Git.
+    let mut cfg = deployment();
+    cfg["metadata"]["creationTimestamp"] = Value::Null;
+    cfg["metadata"]["uid"] = json!("someone-elses");
+    cfg["status"] = json!({});
+    let out = ssa(Some(&live), &cfg, "capstan", false, T1).unwrap();
+    assert_eq!(out["metadata"]["uid"], "1b4c-uid");
+    assert_eq!(out["metadata"]["creationTimestamp"], T0);
+    assert_eq!(out["metadata"]["generation"], 1);
+    // On create, nulls do not end up in the object either.
+    let created = ssa(None, &cfg, "capstan", false, T0).unwrap();
+    assert!(created["metadata"].get("creationTimestamp").is_none());
+    // An empty managedFields list in the applied config is tolerated, a non-empty one is not.
+    let mut cfg2 = deployment();
+    cfg2["metadata"]["managedFields"] = json!([]);
+    assert!(ssa(None, &cfg2, "capstan", false, T0).is_ok());
+}
+
+#[test]
+fn ssa_service_port_protocol_default_matches_the_defaulted_live_object() {
+    let hints = ListHints::builtin("", "Service");
+    let cfg = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}});
+    let mut live = server_side_apply(&hints, None, &cfg, "capstan", false, T0).unwrap();
+    assert_eq!(
+        fields_of(&live, "capstan").unwrap(),
+        &json!({"f:spec": {
+            "f:ports": {"k:{\"port\":80,\"protocol\":\"TCP\"}": {".": {}, "f:port": {}, "f:targetPort": {}}},
+            "f:selector": {}
+        }})
+    );
+    // The API server defaults protocol and type; re-applying matches the defaulted item.
+    live["spec"]["ports"][0]["protocol"] = json!("TCP");
+    live["spec"]["type"] = json!("ClusterIP");
+    let again = server_side_apply(&hints, Some(&live), &cfg, "capstan", false, T1).unwrap();
+    assert_eq!(again, live);
+    // The selector is atomic: another manager changing one key conflicts on the whole map.
+    let other = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web", "extra": "x"}}});
+    let err = server_side_apply(&hints, Some(&again), &other, "ops", false, T1).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Apply failed with 1 conflict: conflict with \"capstan\": .spec.selector"
+    );
+}
+
+#[test]
+fn ssa_through_the_status_subresource_has_its_own_entry() {
+    let live = ssa(None, &deployment(), "capstan", false, T0).unwrap();
+    let status = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "status": {"observedGeneration": 1, "conditions": [{"type": "Available", "status": "True"}]}});
+    let out = server_side_apply_subresource(
+        &deploy_hints(),
+        Some(&live),
+        &status,
+        "capstan",
+        Some("status"),
+        false,
+        T1,
+    )
+    .unwrap();
+    let mf = out["metadata"]["managedFields"].as_array().unwrap();
+    assert_eq!(mf.len(), 2);
+    assert_eq!(mf[0], live["metadata"]["managedFields"][0]);
+    assert_eq!(mf[1]["subresource"], "status");
+    assert_eq!(mf[1]["operation"], "Apply");
+    assert_eq!(
+        mf[1]["fieldsV1"],
+        json!({"f:status": {
+            "f:conditions": {"k:{\"type\":\"Available\"}": {".": {}, "f:status": {}, "f:type": {}}},
+            "f:observedGeneration": {}
+        }})
+    );
+    // The main-resource entry did not lose its fields, and the spec is untouched.
+    assert_eq!(without_managed_fields(&out)["spec"], deployment()["spec"]);
+}
+
+#[test]
+fn ssa_preserve_unknown_fields_are_owned_like_deduced_maps() {
+    let schema = json!({"type": "object", "properties": {
+        "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
+    let hints = ListHints::from_openapi_v3_schema(&schema);
+    let cfg = json!({"apiVersion": "ex.com/v1", "kind": "Blob", "metadata": {"name": "b"},
+        "spec": {"values": {"image": {"tag": "1"}}, "list": [1, 2]}});
+    let out = server_side_apply(&hints, None, &cfg, "helm", false, T0).unwrap();
+    assert_eq!(
+        fields_of(&out, "helm").unwrap(),
+        &json!({"f:spec": {
+
+            "f:list": {},
+            "f:values": {".": {}, "f:image": {".": {}, "f:tag": {}}}
+        }})
+    );
+    // `spec` is a declared field (no `.`); below it every map entry is a member itself.
+    // Dropping a nested key removes just that key.
+    let cfg2 = json!({"apiVersion": "ex.com/v1", "kind": "Blob", "metadata": {"name": "b"},
+        "spec": {"values": {"image": {}}, "list": [1, 2]}});
+    let out2 = server_side_apply(&hints, Some(&out), &cfg2, "helm", false, T1).unwrap();
+    assert_eq!(
+        out2["spec"],
+        json!({"values": {"image": {}}, "list": [1, 2]})
+    );
+}
+
+#[test]
+fn update_accepts_a_client_rewritten_ownership_record() {
+    // What kubectl does when it upgrades client-side-apply ownership to server-side apply: a
+    // JSON patch rewriting managedFields, recorded as an Update that changes no content.
+    let mut created = deployment();
+    record_update(
+        &deploy_hints(),
+        None,
+        &mut created,
+        "kubectl-client-side-apply",
+        None,
+        T0,
+    );
+    let fields = fields_of(&created, "kubectl-client-side-apply")
+        .unwrap()
+        .clone();
+    let mut upgraded = created.clone();
+    upgraded["metadata"]["managedFields"] = json!([{
+        "manager": "kubectl", "operation": "Apply", "apiVersion": "apps/v1", "time": T1,
+        "fieldsType": "FieldsV1", "fieldsV1": fields
+    }]);
+    let sent = upgraded.clone();
+    record_update(
+        &deploy_hints(),
+        Some(&created),
+        &mut upgraded,
+        "kubectl",
+        None,
+        T1,
+    );
+    assert_eq!(upgraded, sent);
+    // A rewritten record that does not parse is ignored: the stored one stays.
+    let mut broken = created.clone();
+    broken["metadata"]["managedFields"] =
+        json!([{"manager": "x", "operation": "Apply", "fieldsV1": {"bogus": {}}}]);
+    record_update(
+        &deploy_hints(),
+        Some(&created),
+        &mut broken,
+        "kubectl",
+        None,
+        T1,
+    );
+    assert_eq!(broken, created);
+}
