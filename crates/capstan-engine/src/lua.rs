@@ -180,7 +180,8 @@ pub struct LuaScripts {
 
 struct Inner {
     scripts: Vec<Script>,
-    exact: HashMap<(String, String), usize>,
+    /// Exact scripts by group, then kind: looked up with borrowed strings, no allocation.
+    exact: HashMap<String, HashMap<String, usize>>,
     /// Indices of wildcard scripts, best (most specific) first.
     wildcards: Vec<usize>,
     limits: LuaLimits,
@@ -293,11 +294,13 @@ impl LuaScripts {
                 source,
             });
         }
-        let exact = scripts
-            .iter()
-            .filter(|s| !s.is_wildcard())
-            .map(|s| ((s.group.clone(), s.kind.clone()), s.index))
-            .collect();
+        let mut exact: HashMap<String, HashMap<String, usize>> = HashMap::new();
+        for s in scripts.iter().filter(|s| !s.is_wildcard()) {
+            exact
+                .entry(s.group.clone())
+                .or_default()
+                .insert(s.kind.clone(), s.index);
+        }
         let mut wildcards: Vec<usize> = scripts
             .iter()
             .filter(|s| s.is_wildcard())
@@ -362,9 +365,7 @@ impl LuaScripts {
     /// described in the module documentation.
     pub fn lookup(&self, group: &str, kind: &str) -> Option<&Script> {
         let inner = &*self.inner;
-        if !inner.exact.is_empty()
-            && let Some(&i) = inner.exact.get(&(group.to_string(), kind.to_string()))
-        {
+        if let Some(&i) = inner.exact.get(group).and_then(|kinds| kinds.get(kind)) {
             return Some(&inner.scripts[i]);
         }
         inner
@@ -618,7 +619,7 @@ return function(f, ...) return finish(raw_pcall(f, ...)) end,
         env.set_metatable(Some(self.env_meta.clone()))
             .map_err(fail)?;
         env.raw_set("_G", env.clone()).map_err(fail)?;
-        let lua_obj = json_to_lua(&self.lua, obj).map_err(fail)?;
+        let lua_obj = object_to_lua(&self.lua, obj).map_err(fail)?;
         env.raw_set("obj", lua_obj).map_err(fail)?;
         f.set_environment(env).map_err(fail)?;
 
@@ -703,7 +704,35 @@ fn error_text(e: &mlua::Error) -> String {
     text.to_string()
 }
 
-/// Converts the object to Lua the way scripts written for Argo CD expect: `null` becomes `nil`
+/// The object as scripts see it: everything except `metadata.managedFields`, which is server
+/// bookkeeping no health rule reads and often the largest part of a live object (converting it
+/// would dominate the cost of an evaluation).
+fn object_to_lua(lua: &Lua, obj: &Value) -> mlua::Result<mlua::Value> {
+    let Some(metadata) = obj.get("metadata").and_then(Value::as_object) else {
+        return json_to_lua(lua, obj);
+    };
+    if !metadata.contains_key("managedFields") {
+        return json_to_lua(lua, obj);
+    }
+    let Value::Object(map) = obj else {
+        return json_to_lua(lua, obj);
+    };
+    let t = lua.create_table_with_capacity(0, map.len())?;
+    for (k, item) in map {
+        if k == "metadata" {
+            let m = lua.create_table_with_capacity(0, metadata.len())?;
+            for (mk, mv) in metadata.iter().filter(|(mk, _)| *mk != "managedFields") {
+                m.raw_set(mk.as_str(), json_to_lua(lua, mv)?)?;
+            }
+            t.raw_set("metadata", m)?;
+        } else {
+            t.raw_set(k.as_str(), json_to_lua(lua, item)?)?;
+        }
+    }
+    Ok(mlua::Value::Table(t))
+}
+
+/// Converts JSON to Lua the way scripts written for Argo CD expect: `null` becomes `nil`
 /// (so `obj.status == nil` checks work), arrays become 1-based tables without a metatable.
 fn json_to_lua(lua: &Lua, v: &Value) -> mlua::Result<mlua::Value> {
     Ok(match v {

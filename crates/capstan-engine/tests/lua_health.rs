@@ -461,3 +461,24 @@ fn one_checker_serves_many_threads() {
         }
     }
 }
+
+#[test]
+fn managed_fields_are_left_out_of_the_script_object() {
+    let mut obj = widget();
+    obj["metadata"]["managedFields"] = json!([{
+        "manager": "capstan", "operation": "Apply", "apiVersion": "example.com/v1",
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:size": {}}}
+    }]);
+    let scripts = inline(
+        "example.com/Widget",
+        r#"
+        assert(obj.metadata.managedFields == nil, "managedFields present")
+        return {status = "Healthy", message = obj.metadata.name .. "/" .. obj.metadata.labels.tier}
+        "#,
+    );
+    let script = scripts.lookup("example.com", "Widget").unwrap();
+    assert_eq!(
+        scripts.evaluate(script, &obj),
+        Health::new(HealthStatus::Healthy, "w1/web")
+    );
+}
