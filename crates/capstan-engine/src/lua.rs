@@ -38,8 +38,14 @@
 //! `collectgarbage` or `print`. Chunks are loaded as text only (bytecode is refused). Every
 //! evaluation runs in a fresh global table (globals a script sets do not leak into the next
 //! object), under an instruction budget (enforced by a count hook; `pcall` cannot swallow the
-//! limit) and a memory budget. Note that the library tables themselves are shared by the
-//! evaluations of one Lua state: scripts are operator configuration, not hostile tenants.
+//! limit), a wall-time budget checked at the same points, and a memory budget. Note that the
+//! library tables themselves are shared by the evaluations of one Lua state: scripts are operator
+//! configuration, not hostile tenants.
+//!
+//! Known limit of the budgets: they are checked between VM instructions, so a single library call
+//! that runs long inside C cannot be interrupted. Memory-hungry calls (`string.rep`,
+//! `table.concat`) are stopped by the memory budget; a pathological `string.find`/`match`/`gsub`
+//! pattern (many `*`/`-` items backtracking over a long subject) is not, exactly as in Lua itself.
 //!
 //! # Concurrency and cost
 //!
