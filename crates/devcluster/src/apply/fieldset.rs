@@ -443,6 +443,57 @@ impl FieldSet {
         Ok(set)
     }
 
+    /// Whether `v` (a stored `fieldsV1` object) encodes exactly this set, without parsing it:
+    /// the cheap check behind a re-apply that changes nothing.
+    pub(crate) fn eq_fields_v1(&self, v: &Value) -> bool {
+        let mut key = String::new();
+        self.eq_fields_v1_with(v, &mut key)
+    }
+
+    fn eq_fields_v1_with(&self, v: &Value, key: &mut String) -> bool {
+        let Value::Object(m) = v else {
+            return false;
+        };
+        let has_dot = self.member && !self.children.is_empty();
+        if m.len() != self.children.0.len() + usize::from(has_dot) {
+            return false;
+        }
+        if has_dot && !m.contains_key(".") {
+            return false;
+        }
+        for (pe, c) in &self.children {
+            key.clear();
+            match pe {
+                PathElement::Field(name) => {
+                    key.push_str("f:");
+                    key.push_str(name);
+                }
+                PathElement::Key(c) => {
+                    key.push_str("k:");
+                    key.push_str(&c.text);
+                }
+                PathElement::Value(c) => {
+                    key.push_str("v:");
+                    key.push_str(&c.text);
+                }
+                PathElement::Index(i) => {
+                    let _ = write!(key, "i:{i}");
+                }
+            }
+            let Some(child) = m.get(key.as_str()) else {
+                return false;
+            };
+            if c.children.is_empty() {
+                if !c.member || child.as_object().is_none_or(|o| !o.is_empty()) {
+                    return false;
+                }
+            } else if !c.eq_fields_v1_with(child, key) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Encodes the set as a `fieldsV1` JSON object (`.` first, then children in set order).
     pub(crate) fn to_fields_v1(&self) -> Value {
         let mut m = Map::new();
@@ -472,6 +523,19 @@ mod tests {
         });
         let set = FieldSet::from_fields_v1(&v).unwrap();
         assert_eq!(set.to_fields_v1(), v);
+        assert!(set.eq_fields_v1(&v));
+        let mut fewer = set.clone();
+        fewer
+            .children
+            .remove(&PathElement::Field("finalizers".into()));
+        assert!(!fewer.eq_fields_v1(&v));
+        let mut without_dot = v.clone();
+        without_dot["f:metadata"]["f:labels"]
+            .as_object_mut()
+            .unwrap()
+            .shift_remove(".");
+        assert!(!set.eq_fields_v1(&without_dot));
+        assert!(!set.eq_fields_v1(&json!({})));
         let paths: Vec<String> = set.paths().iter().map(|p| path_string(p)).collect();
         assert_eq!(
             paths,

@@ -1223,3 +1223,75 @@ fn update_accepts_a_client_rewritten_ownership_record() {
     );
     assert_eq!(broken, created);
 }
+
+/// The shortcut for re-applies that change nothing must give exactly what the full
+/// computation gives, on objects with histories that make it tempting to get wrong.
+#[test]
+fn ssa_no_op_shortcut_agrees_with_the_full_computation() {
+    let root = &deploy_hints().root;
+    let base = ssa(None, &deployment(), "capstan", false, T0).unwrap();
+    let mut with_meta = base.clone();
+    with_meta["metadata"]["uid"] = json!("u-1");
+    with_meta["metadata"]["creationTimestamp"] = json!(T0);
+    with_meta["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] =
+        json!("IfNotPresent");
+    with_meta["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"] = json!("TCP");
+    let injected = ssa(
+        Some(&with_meta),
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                "spec": {"template": {"spec": {"containers": [{"name": "proxy", "image": "envoy"}]}}}}),
+        "injector",
+        false,
+        T1,
+    )
+    .unwrap();
+    let mut edited = injected.clone();
+    edited["spec"]["replicas"] = json!(5);
+    record_update(
+        &deploy_hints(),
+        Some(&injected),
+        &mut edited,
+        "kubectl-edit",
+        None,
+        T1,
+    );
+
+    let mut configs = vec![deployment()];
+    let mut c = deployment();
+    c["metadata"]["creationTimestamp"] = Value::Null;
+    c["spec"]["paused"] = Value::Null;
+    configs.push(c);
+    let mut c = deployment();
+    c["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .reverse();
+    configs.push(c);
+    let mut c = deployment();
+    c["spec"]["template"]["spec"]["containers"][1]["args"] = json!(["sleep", "1"]);
+    configs.push(c);
+    let mut c = deployment();
+    c["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = Value::Null;
+    configs.push(c);
+    let mut c = deployment();
+    c["metadata"]["labels"]["app"] = Value::Null;
+    configs.push(c);
+    let mut c = deployment();
+    c["apiVersion"] = json!("apps/v1beta2");
+    configs.push(c);
+
+    for live in [&base, &with_meta, &injected, &edited] {
+        for cfg in &configs {
+            for force in [false, true] {
+                let fast = ssa::apply_with(root, Some(live), cfg, "capstan", None, force, T2, true);
+                let full =
+                    ssa::apply_with(root, Some(live), cfg, "capstan", None, force, T2, false);
+                match (fast, full) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "live {live}\ncfg {cfg}"),
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => panic!("fast {a:?} vs full {b:?} for {cfg}"),
+                }
+            }
+        }
+    }
+}
