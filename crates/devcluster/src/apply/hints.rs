@@ -57,8 +57,9 @@ pub(crate) struct Node {
     /// Everything below is untyped (`x-kubernetes-preserve-unknown-fields`): maps have arbitrary
     /// keys, lists are atomic.
     pub deduced: bool,
-    /// A struct the API server always serializes (a non-pointer Go struct such as `spec`), so its
-    /// first appearance is not itself a change an updater owns.
+    /// A struct or list the API server always serializes (a non-pointer Go struct such as
+    /// `spec`, a list without omitempty such as `containers`), so its first appearance is not
+    /// itself a change an updater owns.
     pub implicit: bool,
 }
 
@@ -228,7 +229,8 @@ fn pod_spec(root: &mut Node, p: &str) {
     root.free(&format!("{p}.overhead"));
     root.free(&format!("{p}.resources.limits"));
     root.free(&format!("{p}.resources.requests"));
-    root.implicit(&format!("{p}.securityContext"));
+    // `containers` is the one list a pod spec always serializes (no omitempty).
+    root.implicit(&format!("{p}.containers"));
 }
 
 fn pod_template(root: &mut Node, p: &str) {

@@ -630,6 +630,11 @@ fn added(v: &Value, node: &Node, level: Level, out: &mut FieldSet) {
                     }
                 }
             }
+            // A list that appears owns its own path too (`f:env: {".": {}, …}`), as an
+            // updater's record shows it.
+            if !node.implicit {
+                out.member = true;
+            }
             for (pe, it) in elems {
                 let mut c = FieldSet {
                     member: true,

@@ -911,9 +911,18 @@ fn update_on_create_and_merging_entries() {
     assert_eq!(f["f:metadata"]["f:labels"], json!({".": {}, "f:app": {}}));
     assert_eq!(f["f:spec"]["f:replicas"], json!({}));
     assert!(f["f:spec"].get(".").is_none());
+    let containers_f = &f["f:spec"]["f:template"]["f:spec"]["f:containers"];
+    assert!(
+        containers_f.get(".").is_none(),
+        "containers is always serialized: {containers_f}"
+    );
     assert_eq!(
-        f["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"sidecar\"}"],
+        containers_f["k:{\"name\":\"sidecar\"}"],
         json!({".": {}, "f:args": {}, "f:image": {}, "f:name": {}})
+    );
+    assert_eq!(
+        containers_f["k:{\"name\":\"web\"}"]["f:ports"],
+        json!({".": {}, "k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}, "f:name": {}}})
     );
 
     // A second write by the same manager merges into the same entry.
@@ -993,7 +1002,7 @@ fn update_through_status_subresource_has_its_own_entry() {
     assert_eq!(
         mf[1]["fieldsV1"],
         json!({"f:status": {
-            "f:conditions": {"k:{\"type\":\"Available\"}": {".": {}, "f:status": {}, "f:type": {}}},
+            "f:conditions": {".": {}, "k:{\"type\":\"Available\"}": {".": {}, "f:status": {}, "f:type": {}}},
             "f:replicas": {}
         }})
     );
