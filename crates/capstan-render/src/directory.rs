@@ -10,6 +10,7 @@
 use crate::manifest::{Strictness, parse_json, parse_yaml};
 use crate::options::DirectoryOptions;
 use crate::paths::Tree;
+use crate::process::Limits;
 use crate::{RenderError, jsonnet};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::Value;
@@ -139,14 +140,31 @@ pub(crate) fn render(
     tree: &Tree,
     files: &[Selected],
     opts: Option<&DirectoryOptions>,
+    limits: Limits,
 ) -> Result<Vec<Value>, RenderError> {
     let mut objects = Vec::new();
+    let mut total: u64 = 0;
     for file in files {
         let display = tree.display(&file.path);
         if file.jsonnet {
             let jsonnet_opts = opts.and_then(|o| o.jsonnet.as_ref());
-            objects.extend(jsonnet::evaluate_file(tree, &file.path, jsonnet_opts)?);
+            objects.extend(jsonnet::evaluate_file(
+                tree,
+                &file.path,
+                jsonnet_opts,
+                limits,
+            )?);
             continue;
+        }
+        // The same output bound as a tool run: a repository cannot make us hold gigabytes.
+        total += std::fs::metadata(&file.path)
+            .map_err(|e| RenderError::io(&file.path, e))?
+            .len();
+        if total > limits.max_output as u64 {
+            return Err(RenderError::OutputTooLarge {
+                tool: format!("directory {}", tree.display(&file.path)),
+                limit: limits.max_output,
+            });
         }
         let text =
             std::fs::read_to_string(&file.path).map_err(|e| RenderError::io(&file.path, e))?;

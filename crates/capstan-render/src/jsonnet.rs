@@ -7,6 +7,7 @@ use crate::RenderError;
 use crate::manifest::flatten_value;
 use crate::options::{JsonnetOptions, JsonnetVar};
 use crate::paths::Tree;
+use crate::process::Limits;
 use jrsonnet_evaluator::manifest::JsonFormat;
 use jrsonnet_evaluator::tla::TlaArg;
 use jrsonnet_evaluator::trace::PathResolver;
@@ -17,6 +18,7 @@ use jrsonnet_gcmodule::Acyclic;
 use jrsonnet_ir::{SourceFifo, SourceFile};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 /// Resolves imports relative to the importing file, then the library paths; refuses any file
 /// whose canonical path is outside the repository root.
@@ -105,11 +107,51 @@ fn tla_arg(var: &JsonnetVar) -> TlaArg {
     }
 }
 
-/// Evaluates one `.jsonnet` file (canonical, inside the tree) to Kubernetes objects.
+/// Evaluates one `.jsonnet` file (canonical, inside the tree) to Kubernetes objects, on a
+/// worker thread with a large stack (deep Jsonnet recursion needs one) so that the caller gets
+/// a timeout. An evaluation cannot be interrupted: on timeout it finishes in the background
+/// and its result is discarded.
 pub(crate) fn evaluate_file(
     tree: &Tree,
     file: &Path,
     opts: Option<&JsonnetOptions>,
+    limits: Limits,
+) -> Result<Vec<serde_json::Value>, RenderError> {
+    let (tree, file, opts) = (tree.clone(), file.to_path_buf(), opts.cloned());
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("capstan-jsonnet".into())
+        .stack_size(JSONNET_STACK)
+        .spawn(move || {
+            let _ = tx.send(evaluate_blocking(
+                &tree,
+                &file,
+                opts.as_ref(),
+                limits.max_output,
+            ));
+        })
+        .map_err(|e| RenderError::io("jsonnet worker thread", e))?;
+    match rx.recv_timeout(limits.timeout) {
+        Ok(result) => result,
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(RenderError::Timeout {
+            tool: "jsonnet".into(),
+            after: limits.timeout,
+        }),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(RenderError::Jsonnet {
+            file: "?".into(),
+            message: "the evaluation thread stopped without a result".into(),
+        }),
+    }
+}
+
+/// Stack of the evaluation thread.
+const JSONNET_STACK: usize = 64 * 1024 * 1024;
+
+fn evaluate_blocking(
+    tree: &Tree,
+    file: &Path,
+    opts: Option<&JsonnetOptions>,
+    max_output: usize,
 ) -> Result<Vec<serde_json::Value>, RenderError> {
     let display = tree.display(file);
     let default = JsonnetOptions::default();
@@ -162,6 +204,12 @@ pub(crate) fn evaluate_file(
         .and_then(|v| apply_tla(&tlas, v))
         .map_err(jsonnet_err)?;
     let json = value.manifest(JsonFormat::minify()).map_err(jsonnet_err)?;
+    if json.len() > max_output {
+        return Err(RenderError::OutputTooLarge {
+            tool: format!("jsonnet {display}"),
+            limit: max_output,
+        });
+    }
     let parsed: serde_json::Value =
         serde_json::from_str(&json).map_err(|e| RenderError::Jsonnet {
             file: display.clone(),

@@ -388,7 +388,7 @@ impl Renderer {
                 } else {
                     Tool::Directory
                 };
-                let objects = directory::render(&tree, &files, dir_opts)?;
+                let objects = directory::render(&tree, &files, dir_opts, self.limits)?;
                 Ok((objects, tool))
             }
         }

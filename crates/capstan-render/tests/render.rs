@@ -895,3 +895,97 @@ fn a_failed_render_is_not_cached() {
     assert_eq!(r.stats().renders, 2);
     assert_eq!(r.stats().cache_hits, 0);
 }
+
+// ---------------------------------------------------------------- Limits and sharing
+
+#[test]
+fn the_renderer_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<capstan_render::Renderer>();
+}
+
+fn helm_library_path() -> std::path::PathBuf {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import helm_python, os; print(os.path.dirname(helm_python.__file__))",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm-python-sdk is installed by scripts/setup"
+    );
+    std::path::Path::new(String::from_utf8(out.stdout).unwrap().trim()).join("lib/libhelm_c.so")
+}
+
+fn limited_renderer(timeout_ms: u64, max_output_bytes: usize) -> capstan_render::Renderer {
+    capstan_render::Renderer::new(capstan_render::RendererConfig {
+        helm: capstan_render::HelmEngineChoice::Library(helm_library_path()),
+        timeout: std::time::Duration::from_millis(timeout_ms),
+        max_output_bytes,
+        ..capstan_render::RendererConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn helm_renders_are_bounded_by_the_timeout_and_the_output_limit() {
+    let fx = Fixture::new();
+    let chart = fx.repo().join("helm/slow");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: slow\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    // 25 million template iterations: seconds of work, no output.
+    std::fs::write(
+        chart.join("templates/cm.yaml"),
+        "{{- range until 5000 }}{{ range until 5000 }}{{ end }}{{ end }}\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: slow\n",
+    )
+    .unwrap();
+    let err = limited_renderer(300, 1 << 20)
+        .render(&fx.repo(), &source("helm/slow"), &ctx(), None)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "helm timed out after 300ms");
+
+    let chart = fx.repo().join("helm/big");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: big\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        chart.join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n  blob: {{ repeat 200000 \"x\" | quote }}\n",
+    )
+    .unwrap();
+    let err = limited_renderer(60_000, 10_000)
+        .render(&fx.repo(), &source("helm/big"), &ctx(), None)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "helm output exceeds the limit of 10000 bytes"
+    );
+    // The same chart renders with the default limit.
+    assert!(
+        limited_renderer(60_000, 64 << 20)
+            .render(&fx.repo(), &source("helm/big"), &ctx(), None)
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_directory_larger_than_the_output_limit_is_refused() {
+    let fx = Fixture::new();
+    let err = limited_renderer(60_000, 200)
+        .render(&fx.repo(), &source("directory/app"), &ctx(), None)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("output exceeds the limit of 200 bytes"),
+        "{err}"
+    );
+}

@@ -184,6 +184,13 @@ fn escape_set_value(value: &str) -> String {
     out
 }
 
+/// `values` / `valuesObject`: a YAML document is kept as text so that Helm's own YAML reader
+/// parses it, exactly like a values file.
+enum InlineValues {
+    Yaml(String),
+    Object(Value),
+}
+
 /// Everything a Helm render needs, owned, so that it can run on a worker thread.
 struct Job {
     tree_root: PathBuf,
@@ -192,7 +199,7 @@ struct Job {
     release: String,
     namespace: String,
     value_files: Vec<PathBuf>,
-    inline_values: Option<Value>,
+    inline_values: Option<InlineValues>,
     parameters: Vec<(String, bool)>,
     kube_version: Option<String>,
     api_versions: Vec<String>,
@@ -228,26 +235,31 @@ pub(crate) fn render(
         }
     }
     let inline_values = match (&opts.values_object, &opts.values) {
-        (Some(obj), _) => Some(obj.clone()),
+        (Some(obj), _) if obj.is_object() => Some(InlineValues::Object(obj.clone())),
+        (Some(obj), _) if obj.is_null() => None,
+        (Some(_), _) => {
+            return Err(RenderError::InvalidOption {
+                field: "helm.valuesObject".into(),
+                message: "values must be a map".into(),
+            });
+        }
         (None, Some(text)) if !text.trim().is_empty() => {
+            // Checked here for a clear message with a line; parsed again by Helm's reader.
             let v: Value = serde_yaml_ng::from_str(text).map_err(|e| RenderError::Parse {
                 file: "helm.values".into(),
                 line: e.location().map(|l| l.line()),
                 message: e.to_string(),
             })?;
-            Some(v)
+            if !v.is_object() && !v.is_null() {
+                return Err(RenderError::InvalidOption {
+                    field: "helm.values".into(),
+                    message: "values must be a map".into(),
+                });
+            }
+            Some(InlineValues::Yaml(text.clone()))
         }
         _ => None,
     };
-    if let Some(v) = &inline_values
-        && !v.is_object()
-        && !v.is_null()
-    {
-        return Err(RenderError::InvalidOption {
-            field: "helm.values".into(),
-            message: "values must be a map".into(),
-        });
-    }
     let mut parameters = Vec::new();
     for (i, p) in opts.parameters.iter().enumerate() {
         if p.name.trim().is_empty() {
@@ -355,8 +367,19 @@ fn library_values(lib: &ffi::HelmLib, job: &Job, tree_root: &Path) -> Result<Val
             merge_values(&mut values, v);
         }
     }
-    if let Some(v) = &job.inline_values {
-        merge_values(&mut values, v.clone());
+    match &job.inline_values {
+        Some(InlineValues::Object(v)) => merge_values(&mut values, v.clone()),
+        Some(InlineValues::Yaml(text)) => {
+            let parsed = lib
+                .values_from_yaml(text)
+                .map_err(|e| RenderError::Helm(format!("helm.values: {e}")))?;
+            let v: Value = serde_json::from_str(&parsed)
+                .map_err(|e| RenderError::Helm(format!("helm.values: {e}")))?;
+            if !v.is_null() {
+                merge_values(&mut values, v);
+            }
+        }
+        None => {}
     }
     for (i, (expr, force_string)) in job.parameters.iter().enumerate() {
         let parsed = lib
@@ -472,9 +495,13 @@ fn render_cli(
     for f in &job.value_files {
         cmd.arg("--values").arg(f);
     }
-    if let Some(v) = &job.inline_values {
-        let file = scratch.join("capstan-values.json");
-        std::fs::write(&file, v.to_string()).map_err(|e| RenderError::io(&file, e))?;
+    if let Some(inline) = &job.inline_values {
+        let file = scratch.join("capstan-values.yaml");
+        let text = match inline {
+            InlineValues::Yaml(text) => text.clone(),
+            InlineValues::Object(v) => v.to_string(),
+        };
+        std::fs::write(&file, text).map_err(|e| RenderError::io(&file, e))?;
         cmd.arg("--values").arg(file);
     }
     for (expr, force_string) in &job.parameters {
