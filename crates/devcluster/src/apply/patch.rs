@@ -120,7 +120,7 @@ fn smp_map(
         let child = node.field(k);
         match v {
             Value::Null => {
-                target.remove(k);
+                target.shift_remove(k);
             }
             Value::Object(pm) => {
                 let cpath = child_path(path, k);
@@ -136,12 +136,13 @@ fn smp_map(
                     }
                 };
                 if delete {
-                    target.remove(k);
+                    target.shift_remove(k);
                 }
             }
             Value::Array(pl) => {
                 let cpath = child_path(path, k);
-                let live = match target.remove(k) {
+                // Taken in place, so the field keeps its position among its siblings.
+                let live = match target.get_mut(k).map(std::mem::take) {
                     Some(Value::Array(l)) => l,
                     _ => Vec::new(),
                 };

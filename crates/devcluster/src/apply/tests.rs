@@ -333,6 +333,38 @@ fn smp_directives_are_honoured_and_never_left_in_the_result() {
 }
 
 #[test]
+fn patches_keep_the_order_of_fields() {
+    let mut live = deployment();
+    live["metadata"]["annotations"] = json!({"a": "b"});
+    let keys = |v: &Value| -> Vec<String> {
+        v.as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let out = smp(
+        &live,
+        json!({"metadata": {"name": "web", "namespace": null},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"spec": {"containers": [
+                     {"name": "web", "image": "x", "ports": [{"containerPort": 81}]}
+                 ]}}}}),
+    );
+    assert_eq!(keys(&out), keys(&live));
+    assert_eq!(
+        keys(&out["metadata"]),
+        vec!["name", "labels", "annotations"]
+    );
+    assert_eq!(keys(&out["spec"]), keys(&live["spec"]));
+    let web = container(&out, "web").unwrap();
+    assert_eq!(keys(web), keys(container(&live, "web").unwrap()));
+    let applied = ssa(None, &live, "capstan", false, T0).unwrap();
+    let mut cfg = deployment();
+    cfg["spec"]["replicas"] = json!(4);
+    let out = ssa(Some(&applied), &cfg, "capstan", false, T1).unwrap();
+    assert_eq!(keys(&out["spec"]), keys(&live["spec"]));
+}
+
+#[test]
 fn smp_service_ports_merge_by_port_and_maps_merge() {
     let hints = ListHints::builtin("", "Service");
     let live = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
