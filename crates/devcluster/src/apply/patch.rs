@@ -39,8 +39,28 @@ pub(crate) fn merge_patch(live: &Value, patch: &Value) -> Result<Value, ApplyErr
         ));
     }
     let mut out = live.clone();
-    json_patch::merge(&mut out, patch);
+    merge_into(&mut out, patch);
     Ok(out)
+}
+
+/// RFC 7386 in place; removed fields leave their siblings in order.
+fn merge_into(target: &mut Value, patch: &Value) {
+    let Value::Object(pm) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(tm) = target {
+        for (k, v) in pm {
+            if v.is_null() {
+                tm.shift_remove(k);
+            } else {
+                merge_into(tm.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
 }
 
 /// Strategic merge patch with the list strategies in `node`.

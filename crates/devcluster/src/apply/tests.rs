@@ -194,6 +194,20 @@ fn merge_patch_null_deletes_and_lists_replace() {
         containers(&out),
         &vec![json!({"name": "only", "image": "x"})]
     );
+    // RFC 7386 examples: nested nulls delete, non-objects replace, objects replace scalars.
+    let rfc = patch(
+        PatchKind::Merge,
+        &deploy_hints(),
+        &json!({"a": "b", "c": {"d": "e", "f": "g"}, "x": 1, "t": [1]}),
+        &json!({"a": "z", "c": {"f": null}, "x": {"y": null, "w": 2}, "t": {"u": [null]}}),
+    )
+    .unwrap();
+    assert_eq!(
+        rfc,
+        json!({"a": "z", "c": {"d": "e"}, "x": {"w": 2}, "t": {"u": [null]}})
+    );
+    let keys: Vec<&String> = out["metadata"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, vec!["name", "namespace", "labels"]);
     let err = patch(PatchKind::Merge, &deploy_hints(), &live, &json!([1])).unwrap_err();
     assert!(matches!(err, ApplyError::BadPatch(_)));
 }
