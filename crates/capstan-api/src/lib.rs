@@ -5,6 +5,8 @@
 //! Capstan's own so that existing GitOps repositories keep working unchanged.
 
 pub mod annotations;
+pub mod application;
 pub mod tracking;
 
+pub use application::Application;
 pub use tracking::{TrackingId, TrackingIdError};
