@@ -341,6 +341,10 @@ fn ident(list: &ListType, item: &Value) -> Option<String> {
     }
 }
 
+/// Merges two associative or set lists. Both are walked together: an item in both is merged
+/// where the applied list has it, live-only items stay where they are relative to it, and
+/// applied-only items come in applied order after the live items that precede them (a second
+/// applier's new container goes after the existing ones).
 fn merge_list(l: Vec<Value>, r: &[Value], node: &Node) -> Value {
     let item_node = node.item();
     let l_ids: Vec<Option<String>> = l.iter().map(|v| ident(&node.list, v)).collect();
@@ -355,46 +359,73 @@ fn merge_list(l: Vec<Value>, r: &[Value], node: &Node) -> Value {
         .enumerate()
         .filter_map(|(i, id)| id.as_deref().map(|s| (s, i)))
         .collect();
-    let in_rhs = |i: usize| {
-        l_ids
-            .get(i)
-            .and_then(|id| id.as_deref())
-            .is_some_and(|s| r_index.contains_key(s))
-    };
+    // Items of both lists, in applied order: the next one due is `shared[next]`.
+    let shared: Vec<&str> = r_ids
+        .iter()
+        .filter_map(|id| id.as_deref())
+        .filter(|id| l_index.contains_key(id))
+        .collect();
+    let mut next = 0;
+    let mut emitted: HashMap<&str, ()> = HashMap::with_capacity(r.len());
     let mut lhs: Vec<Option<Value>> = l.into_iter().map(Some).collect();
     let mut out = Vec::with_capacity(lhs.len().max(r.len()));
-    let mut cursor = 0;
-    for (ri, rv) in r.iter().enumerate() {
-        let matched = r_ids
-            .get(ri)
-            .and_then(|id| id.as_deref())
-            .and_then(|id| l_index.get(id).copied());
-        match matched {
-            Some(j) => {
-                // Live-only items before the match keep their place relative to it.
-                while cursor < j {
-                    if !in_rhs(cursor)
-                        && let Some(v) = lhs.get_mut(cursor).and_then(Option::take)
-                    {
-                        out.push(v);
-                    }
-                    cursor += 1;
-                }
-                if let Some(lv) = lhs.get_mut(j).and_then(Option::take) {
+    let (mut li, mut ri) = (0, 0);
+    let l_len = lhs.len();
+    while li < l_len || ri < r.len() {
+        let l_id = l_ids.get(li).and_then(|id| id.as_deref());
+        let r_id = r_ids.get(ri).and_then(|id| id.as_deref());
+        let l_in_rhs = l_id.is_some_and(|id| r_index.contains_key(id));
+        if li < l_len && ri < r.len() {
+            if l_id.is_some() && l_id == r_id {
+                if let (Some(lv), Some(rv)) = (lhs.get_mut(li).and_then(Option::take), r.get(ri)) {
                     out.push(merge(lv, rv, item_node, Level::Other));
-                } else {
-                    out.push(clean(rv));
                 }
-                cursor = cursor.max(j + 1);
+                if let Some(id) = r_id {
+                    emitted.insert(id, ());
+                }
+                li += 1;
+                ri += 1;
+                next += 1;
+                continue;
             }
-            None => out.push(clean(rv)),
+            // A shared item the applied list wants later: it is merged at its turn.
+            if l_in_rhs && shared.get(next).is_some_and(|s| Some(*s) != l_id) {
+                li += 1;
+                continue;
+            }
         }
-    }
-    for (i, slot) in lhs.into_iter().enumerate() {
-        if let Some(v) = slot
-            && !in_rhs(i)
-        {
-            out.push(v);
+        if li < l_len {
+            if !l_in_rhs {
+                if let Some(lv) = lhs.get_mut(li).and_then(Option::take) {
+                    out.push(lv);
+                }
+                li += 1;
+                continue;
+            }
+            if l_id.is_some_and(|id| emitted.contains_key(id)) {
+                li += 1;
+                continue;
+            }
+        }
+        if let Some(rv) = r.get(ri) {
+            let matched = r_id
+                .and_then(|id| l_index.get(id))
+                .and_then(|&j| lhs.get_mut(j))
+                .and_then(Option::take);
+            out.push(match matched {
+                Some(lv) => merge(lv, rv, item_node, Level::Other),
+                None => clean(rv),
+            });
+            if let Some(id) = r_id {
+                emitted.insert(id, ());
+                if shared.get(next) == Some(&id) {
+                    next += 1;
+                }
+            }
+            ri += 1;
+        } else {
+            // Only a shared live item whose applied turn already passed can be left here.
+            li += 1;
         }
     }
     Value::Array(out)
@@ -1112,4 +1143,47 @@ pub(crate) fn update(
     }
     entries.retain(|e| e.unparsed.is_some() || !e.set.is_empty());
     write_entries(new, &entries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn names(v: &Value) -> Vec<&str> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(|i| i["name"].as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    fn items(names: &[&str]) -> Vec<Value> {
+        names.iter().map(|n| json!({"name": n})).collect()
+    }
+
+    #[test]
+    fn list_merge_order() {
+        let mut node = Node::default();
+        node.list = ListType::Map(vec![("name".to_string(), None)]);
+        let cases: [(&[&str], &[&str], &[&str]); 6] = [
+            (&["a", "b"], &["c"], &["a", "b", "c"]),
+            (&["a", "b"], &["b", "c"], &["a", "b", "c"]),
+            (&["a", "b"], &["c", "a"], &["c", "a", "b"]),
+            (&["a", "b", "c"], &["c", "a"], &["b", "c", "a"]),
+            (&["a", "b"], &["b", "a", "d"], &["b", "a", "d"]),
+            (&[], &["x", "y"], &["x", "y"]),
+        ];
+        for (live, applied, want) in cases {
+            let out = merge_list(items(live), &items(applied), &node);
+            assert_eq!(names(&out), want.to_vec(), "{live:?} + {applied:?}");
+            // The no-op check agrees: unchanged exactly when the order is kept and nothing new.
+            let unchanged = names(&out) == live.to_vec();
+            let subsumed = subsumes(
+                &Value::Array(items(live)),
+                &Value::Array(items(applied)),
+                &node,
+                Level::Other,
+            );
+            assert_eq!(subsumed, unchanged, "{live:?} + {applied:?}");
+        }
+    }
 }

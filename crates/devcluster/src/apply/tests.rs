@@ -782,14 +782,15 @@ fn ssa_second_manager_adds_its_own_container_and_env() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, vec!["web", "proxy", "sidecar"]);
+    // New items of the second applier come after the existing ones.
+    assert_eq!(names, vec!["web", "sidecar", "proxy"]);
     let env: Vec<&str> = container(&out, "web").unwrap()["env"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|e| e["name"].as_str())
         .collect();
-    assert_eq!(env, vec!["TRACE", "MODE", "LOG"]);
+    assert_eq!(env, vec!["MODE", "LOG", "TRACE"]);
     // capstan re-applies its own config: the injector's items survive.
     let again = ssa(Some(&out), &deployment(), "capstan", false, T2).unwrap();
     assert_eq!(again, out);
@@ -918,9 +919,9 @@ fn ssa_crd_hints_from_list_map_keys() {
     let two = server_side_apply(&hints, Some(&one), &b, "team-b", false, T1).unwrap();
     assert_eq!(
         two["spec"]["routes"],
-        json!([{"host": "b.com", "port": 443, "backend": "two"}, {"host": "a.com", "backend": "one"}])
+        json!([{"host": "a.com", "backend": "one"}, {"host": "b.com", "port": 443, "backend": "two"}])
     );
-    assert_eq!(two["spec"]["tags"], json!(["y", "x"]));
+    assert_eq!(two["spec"]["tags"], json!(["x", "y"]));
     // An atomic list owned by team-a conflicts as a whole.
     let c = json!({"apiVersion": "ex.com/v1", "kind": "Site", "metadata": {"name": "s"},
         "spec": {"plain": ["q"]}});
@@ -1348,5 +1349,92 @@ fn ssa_no_op_shortcut_agrees_with_the_full_computation() {
                 }
             }
         }
+    }
+}
+
+/// Every built-in workload keeps its pod template where Kubernetes keeps it, and containers
+/// merge by name there, for strategic merge patch and for server-side apply alike.
+#[test]
+fn pod_templates_of_every_workload_merge_containers_by_name() {
+    fn nest(path: &[&str], leaf: Value) -> Value {
+        path.iter().rev().fold(leaf, |acc, k| json!({ *k: acc }))
+    }
+    let cases: [(&str, &str, &str, &[&str]); 8] = [
+        ("", "v1", "Pod", &["spec"]),
+        (
+            "apps",
+            "apps/v1",
+            "Deployment",
+            &["spec", "template", "spec"],
+        ),
+        (
+            "apps",
+            "apps/v1",
+            "ReplicaSet",
+            &["spec", "template", "spec"],
+        ),
+        (
+            "apps",
+            "apps/v1",
+            "StatefulSet",
+            &["spec", "template", "spec"],
+        ),
+        (
+            "apps",
+            "apps/v1",
+            "DaemonSet",
+            &["spec", "template", "spec"],
+        ),
+        ("batch", "batch/v1", "Job", &["spec", "template", "spec"]),
+        (
+            "batch",
+            "batch/v1",
+            "CronJob",
+            &["spec", "jobTemplate", "spec", "template", "spec"],
+        ),
+        ("", "v1", "PodTemplate", &["template", "spec"]),
+    ];
+    for (group, api_version, kind, path) in cases {
+        let hints = ListHints::builtin(group, kind);
+        let pod_spec = json!({"containers": [
+            {"name": "a", "image": "a:1", "env": [{"name": "X", "value": "1"}]},
+            {"name": "b", "image": "b:1"}
+        ]});
+        let mut obj = nest(path, pod_spec);
+        obj["apiVersion"] = json!(api_version);
+        obj["kind"] = json!(kind);
+        obj["metadata"] = json!({"name": "w"});
+        let pointer = format!("/{}/containers", path.join("/"));
+
+        let patched = patch(
+            PatchKind::StrategicMerge,
+            &hints,
+            &obj,
+            &nest(path, json!({"containers": [{"name": "b", "image": "b:2"}, {"name": "a", "env": [{"name": "Y", "value": "2"}]}]})),
+        )
+        .unwrap();
+        assert_eq!(
+            patched.pointer(&pointer).unwrap(),
+            &json!([
+                {"name": "a", "image": "a:1", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]},
+                {"name": "b", "image": "b:2"}
+            ]),
+            "{kind}"
+        );
+
+        let live = server_side_apply(&hints, None, &obj, "one", false, T0).unwrap();
+        let mut other = nest(path, json!({"containers": [{"name": "c", "image": "c:1"}]}));
+        other["apiVersion"] = json!(api_version);
+        other["kind"] = json!(kind);
+        other["metadata"] = json!({"name": "w"});
+        let both = server_side_apply(&hints, Some(&live), &other, "two", false, T1).unwrap();
+        let names: Vec<&str> = both
+            .pointer(&pointer)
+            .and_then(Value::as_array)
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, vec!["a", "b", "c"], "{kind}");
     }
 }
