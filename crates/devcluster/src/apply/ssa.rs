@@ -1162,8 +1162,10 @@ mod tests {
 
     #[test]
     fn list_merge_order() {
-        let mut node = Node::default();
-        node.list = ListType::Map(vec![("name".to_string(), None)]);
+        let node = Node {
+            list: ListType::Map(vec![("name".to_string(), None)]),
+            ..Node::default()
+        };
         let cases: [(&[&str], &[&str], &[&str]); 6] = [
             (&["a", "b"], &["c"], &["a", "b", "c"]),
             (&["a", "b"], &["b", "c"], &["a", "b", "c"]),
