@@ -445,3 +445,39 @@ fn bad_input_gives_clear_errors() {
         .to_string();
     assert!(err.contains("HEAD"), "{err}");
 }
+
+#[test]
+fn concurrent_materializations_write_the_tree_once() {
+    let f = fixture();
+    let commit = f
+        .cache
+        .resolve(&f.url, &Credentials::None, "main")
+        .unwrap()
+        .commit;
+    let cache = Arc::new(f.cache);
+    let barrier = Arc::new(Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (cache, barrier, url, commit) = (
+                Arc::clone(&cache),
+                Arc::clone(&barrier),
+                f.url.clone(),
+                commit.clone(),
+            );
+            std::thread::spawn(move || {
+                barrier.wait();
+                cache.materialize(&url, &commit)
+            })
+        })
+        .collect();
+    let trees: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    assert!(trees.iter().all(|t| t == &trees[0]));
+    assert_eq!(cache.stats().trees_written, 1);
+    assert_eq!(
+        std::fs::read_to_string(trees[0].root.join("app/cm.yaml")).unwrap(),
+        "kind: ConfigMap\n"
+    );
+}
