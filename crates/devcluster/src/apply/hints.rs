@@ -433,6 +433,10 @@ fn schema_node(s: &Value) -> Node {
     if preserve && n.fields.is_empty() && n.elem.is_none() {
         n.deduced = true;
         n.free_keys = true;
+    } else if preserve && n.elem.is_none() {
+        // Declared fields keep their schema; any other field is untyped.
+        n.free_keys = true;
+        n.elem = Some(Box::new(DEDUCED.clone()));
     }
     if m.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic") {
         n.atomic = true;
@@ -561,6 +565,14 @@ mod tests {
         assert_eq!(spec.field("tags").list, ListType::Set);
         assert!(spec.field("selector").atomic);
         assert!(spec.field("extra").deduced);
+        let partly = ListHints::from_openapi_v3_schema(&json!({"type": "object", "properties": {
+            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                     "properties": {"known": {"type": "array", "x-kubernetes-list-type": "set"}}}}}));
+        let spec = partly.root.field("spec");
+        assert_eq!(spec.field("known").list, ListType::Set);
+        assert!(spec.is_named_field("known"));
+        assert!(!spec.is_named_field("other"));
+        assert!(spec.field("other").deduced);
         assert!(spec.field("extra").field("anything").free_keys);
         // ObjectMeta rules are grafted on.
         assert_eq!(
