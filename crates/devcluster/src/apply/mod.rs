@@ -11,6 +11,10 @@
 //!   every field they add or change, taking it from everyone else.
 //! - Associative lists merge by their keys, set lists by value; other lists are atomic; maps are
 //!   granular unless declared atomic. [`ListHints`] carries this for built-in kinds and CRDs.
+//!   Merged lists keep live items in place and put an applier's new items after the live items
+//!   that precede them; reordering items in an applied configuration reorders them.
+//! - A re-apply that changes nothing (same fields, same values) returns `live` unchanged,
+//!   managedFields timestamps included, without parsing other managers' field sets.
 //!
 //! Invariants of this module:
 //! - Pure: no I/O, no clock (callers pass `now`), no global mutable state. The built-in hint
@@ -22,6 +26,12 @@
 //! - `apiVersion`, `kind` and `metadata.{name, namespace, uid, resourceVersion, generation,
 //!   creationTimestamp, managedFields, selfLink, deletionTimestamp, deletionGracePeriodSeconds}`
 //!   are never owned by anyone. Server-set metadata is the caller's job, after these functions.
+//! - Server-set metadata (`uid`, `creationTimestamp`, `generation`, …) in `live` is never
+//!   overwritten or removed by an applied configuration (a committed `creationTimestamp: null`
+//!   is common); `name`, `namespace` and `resourceVersion` from it are merged like any field
+//!   for the caller to check.
+//! - Stored managedFields that do not parse lose only the unreadable entry (the store holds
+//!   what this module wrote); a client-sent list that does not parse is ignored entirely.
 //! - `metadata.managedFields` in an input object is only ever read from `live`/`old` (and, for
 //!   [`record_update`], from a client that deliberately sends a different list, as Kubernetes
 //!   allows); entries are written `manager, operation, apiVersion, time, fieldsType, fieldsV1,

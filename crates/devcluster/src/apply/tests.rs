@@ -1438,3 +1438,19 @@ fn pod_templates_of_every_workload_merge_containers_by_name() {
         assert_eq!(names, vec!["a", "b", "c"], "{kind}");
     }
 }
+
+#[test]
+fn an_unreadable_stored_entry_is_dropped_not_fatal() {
+    let mut live = ssa(None, &deployment(), "capstan", false, T0).unwrap();
+    let entries = live["metadata"]["managedFields"].as_array_mut().unwrap();
+    entries.push(
+        json!({"manager": "broken", "operation": "Update", "apiVersion": "apps/v1",
+                        "fieldsType": "FieldsV1", "fieldsV1": {"nonsense": {}}}),
+    );
+    entries.push(json!("not even an object"));
+    let mut cfg = deployment();
+    cfg["spec"]["replicas"] = json!(6);
+    let out = ssa(Some(&live), &cfg, "capstan", false, T1).unwrap();
+    assert_eq!(out["spec"]["replicas"], 6);
+    assert_eq!(managers(&out), vec![("capstan".into(), "Apply".into())]);
+}
