@@ -74,7 +74,9 @@ pub struct Tree {
 pub struct CacheStats {
     /// Remote ref listings (the "has it changed?" round trips).
     pub remote_checks: u64,
-    /// Fetches: ref listings that found changed refs and went on to negotiate and download.
+    /// Fetches: ref listings that found changed refs (or objects missing) and went on to the
+    /// fetch phase. A pack is downloaded only when objects are missing, which
+    /// [`Resolved::fetched`] reports.
     pub fetches: u64,
     /// Trees written to disk by [`RepoCache::materialize`].
     pub trees_written: u64,
@@ -855,4 +857,17 @@ fn commit_tree(repo: &gix::Repository, url: &str, commit: &str) -> Result<Object
         .tree_id()
         .map(|t| t.detach())
         .map_err(|e| err(format!("reading the commit: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<RepoCache>();
+        shareable::<Resolved>();
+        shareable::<Tree>();
+    }
 }

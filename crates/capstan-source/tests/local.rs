@@ -481,3 +481,26 @@ fn concurrent_materializations_write_the_tree_once() {
         "kind: ConfigMap\n"
     );
 }
+
+#[test]
+fn a_restarted_process_reuses_the_object_store_without_downloading() {
+    let f = fixture();
+    assert!(
+        f.cache
+            .resolve(&f.url, &Credentials::None, "main")
+            .unwrap()
+            .fetched
+    );
+    let restarted = RepoCache::new(f.cache.dir()).unwrap();
+    let r = restarted
+        .resolve(&f.url, &Credentials::None, "v1.2.0")
+        .unwrap();
+    assert_eq!(r.commit, f.c["c2"]);
+    assert!(!r.fetched, "every advertised object is already on disk");
+    assert!(
+        !restarted
+            .resolve(&f.url, &Credentials::None, "main")
+            .unwrap()
+            .fetched
+    );
+}
