@@ -411,7 +411,11 @@ fn helm_value_files_are_confined_to_the_repository() {
         .render(&fx.repo(), &opts, &ctx(), None)
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("symlink to /etc/passwd"), "{msg}");
+    assert_eq!(
+        msg,
+        "helm.valueFiles[0] \"envs/passwd.yaml\" is outside the repository: it resolves through a symlink to /etc/passwd"
+    );
+    std::fs::remove_file(fx.repo().join("helm/web/envs/passwd.yaml")).unwrap();
     opts.helm = Some(HelmOptions {
         value_files: vec!["/etc/passwd".into()],
         ..HelmOptions::default()
@@ -987,5 +991,65 @@ fn a_directory_larger_than_the_output_limit_is_refused() {
         err.to_string()
             .contains("output exceeds the limit of 200 bytes"),
         "{err}"
+    );
+}
+
+#[test]
+fn helm_chart_symlinks_out_of_the_repository_are_refused() {
+    let fx = Fixture::new();
+    std::os::unix::fs::symlink("/etc/passwd", fx.repo().join("helm/web/passwd.txt")).unwrap();
+    let msg = renderer()
+        .render(&fx.repo(), &source("helm/web"), &ctx(), None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        msg,
+        "chart file \"helm/web/passwd.txt\" is outside the repository: it resolves through a symlink to /etc/passwd"
+    );
+}
+
+#[test]
+fn helm_file_dependency_is_copied_from_the_repository() {
+    let fx = Fixture::new();
+    let lib = fx.repo().join("helm/libchart");
+    std::fs::create_dir_all(lib.join("templates")).unwrap();
+    std::fs::write(
+        lib.join("Chart.yaml"),
+        "apiVersion: v2\nname: libchart\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        lib.join("templates/sa.yaml"),
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {{ .Release.Name }}-lib\n",
+    )
+    .unwrap();
+    let app = fx.repo().join("helm/uses-lib");
+    std::fs::create_dir_all(app.join("templates")).unwrap();
+    std::fs::write(
+        app.join("Chart.yaml"),
+        "apiVersion: v2\nname: uses-lib\nversion: 0.1.0\ndependencies:\n- name: libchart\n  version: 0.1.0\n  repository: file://../libchart\n",
+    )
+    .unwrap();
+    let got = renderer()
+        .render(&fx.repo(), &source("helm/uses-lib"), &ctx(), None)
+        .unwrap();
+    assert_eq!(names(&got.objects), ["ServiceAccount/web-lib"]);
+    assert!(
+        !app.join("charts").exists(),
+        "the repository tree is not written to"
+    );
+    // A file:// dependency outside the repository is refused.
+    std::fs::write(
+        app.join("Chart.yaml"),
+        "apiVersion: v2\nname: uses-lib\nversion: 0.1.0\ndependencies:\n- name: libchart\n  version: 0.1.0\n  repository: file://../../../../libchart\n",
+    )
+    .unwrap();
+    let msg = renderer()
+        .render(&fx.repo(), &source("helm/uses-lib"), &ctx(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("dependency libchart repository") && msg.contains("outside the repository"),
+        "{msg}"
     );
 }

@@ -84,6 +84,40 @@ fn vendored(charts_dir: &Path, dep: &Dependency) -> bool {
     false
 }
 
+/// Refuses a chart directory holding a symlink that resolves outside the tree: Helm's loader
+/// follows symlinks, and `.Files.Get` would hand the target's content to the templates.
+pub(crate) fn check_confined(tree: &Tree, dir: &Path) -> Result<(), RenderError> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut visited = std::collections::HashSet::new();
+    while let Some(current) = stack.pop() {
+        if !visited.insert(current.clone()) {
+            continue;
+        }
+        let entries = std::fs::read_dir(&current).map_err(|e| RenderError::io(&current, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| RenderError::io(&current, e))?;
+            let path = entry.path();
+            let file_type = entry.file_type().map_err(|e| RenderError::io(&path, e))?;
+            if file_type.is_symlink() {
+                let target = path.canonicalize().map_err(|e| RenderError::io(&path, e))?;
+                if !tree.contains(&target) {
+                    return Err(RenderError::PathEscape {
+                        what: "chart file".into(),
+                        path: tree.display(&path),
+                        reason: format!("it resolves through a symlink to {}", target.display()),
+                    });
+                }
+                if target.is_dir() {
+                    stack.push(target);
+                }
+            } else if file_type.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Makes sure every declared dependency is available; see the module documentation.
 pub(crate) fn prepare(
     tree: &Tree,
@@ -91,6 +125,7 @@ pub(crate) fn prepare(
     scratch: &Path,
     limits: Limits,
 ) -> Result<Prepared, RenderError> {
+    check_confined(tree, chart_dir)?;
     let chart_yaml = chart_dir.join("Chart.yaml");
     let chart: ChartFile = read_yaml(tree, &chart_yaml)?;
     if chart.name.is_empty() {
