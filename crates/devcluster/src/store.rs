@@ -291,10 +291,11 @@ impl Store {
                 } else {
                     EventType::Added
                 };
-                (
-                    kind,
-                    Bytes::from(serde_json::to_vec(obj).map_err(persist_err)?),
-                )
+                let mut v = serde_json::to_vec(obj).map_err(persist_err)?;
+                // The serializer grows its buffer by doubling; stored objects live long, so
+                // the slack would be memory overhead per object.
+                v.shrink_to_fit();
+                (kind, Bytes::from(v))
             }
             None => {
                 // Invariant: `Expect::Rv` matched above, so `current` is Some for deletes; an
