@@ -276,7 +276,7 @@ pub fn diff(
                 name: d.name.clone(),
             }
         }
-        (Some(d), None) => Identity { ..clone_id(d) },
+        (Some(d), None) => clone_id(d),
         (None, Some(l)) => clone_id(l),
         (None, None) => return Err(DiffError::NothingToCompare),
     };
@@ -307,7 +307,7 @@ pub fn diff(
     };
 
     let prepare = |obj: &Value, side: &'static str| -> Result<Value, DiffError> {
-        let mut v = obj.clone();
+        let mut v = normalize::clone_for_compare(obj, keep_status);
         normalize::strip(&mut v, desired_has_tracking, keep_status);
         if normalize::is_secret(&v) {
             normalize::fold_secret(&mut v).map_err(|p| secret_error(p, side, &id))?;

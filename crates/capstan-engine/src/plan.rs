@@ -136,6 +136,9 @@ pub enum Action {
     Apply {
         /// Server-side apply (the default; `ServerSideApply=false` turns it off).
         server_side: bool,
+        /// `Force=true`: when the apply is refused (an immutable field changed), delete and
+        /// re-create the object.
+        force: bool,
     },
     /// Create the object (a hook with `generateName`, which cannot be applied by name).
     Create,
@@ -390,6 +393,35 @@ pub fn never_delete(obj: &Value) -> bool {
     })
 }
 
+/// True when the object is a hook (or a Skip hook): hooks are created on every sync, never
+/// pruned, and not part of the diff, so the caller leaves them out when comparing. A Helm
+/// `crd-install` hook is an ordinary object.
+pub fn is_hook(obj: &Value) -> bool {
+    let a = annotations_of(obj);
+    if ann::first(a, &[ann::HOOK, ann::ARGOCD_HOOK]).is_some() {
+        return true;
+    }
+    ann::first(a, &[ann::HELM_HOOK])
+        .is_some_and(|h| !h.split(',').any(|p| p.trim() == "crd-install"))
+}
+
+/// The sync wave of an object: `capstan.dev/sync-wave`, else `argocd.argoproj.io/sync-wave`,
+/// else (for a Helm hook) `helm.sh/hook-weight`, else 0. A value that is not an integer is an
+/// error naming the object and the annotation.
+pub fn sync_wave(obj: &Value) -> Result<i32, PlanError> {
+    let field = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let r = ObjectRef::new(
+        group_of(field("/apiVersion")),
+        field("/kind"),
+        field("/metadata/namespace"),
+        field("/metadata/name"),
+    );
+    let a = annotations_of(obj);
+    let helm_hook = ann::first(a, &[ann::HOOK, ann::ARGOCD_HOOK]).is_none()
+        && ann::first(a, &[ann::HELM_HOOK]).is_some();
+    wave_of(obj, &r, helm_hook)
+}
+
 /// How an object takes part in a sync.
 enum Role {
     Resource,
@@ -605,12 +637,12 @@ fn prepared(obj: &Value, r: &ObjectRef, opts: &PlanOptions) -> Value {
 
 /// Sort key inside a (stage, wave) group: kind order, then kind name (unknown kinds), then
 /// namespace and name. Prunes use the reverse.
-fn kind_key(r: &ObjectRef) -> (usize, String, String, String) {
+fn kind_key(r: &ObjectRef) -> (usize, &str, &str, &str) {
     (
         order::kind_rank(&r.kind),
-        r.kind.clone(),
-        r.namespace.clone(),
-        r.name.clone(),
+        r.kind.as_str(),
+        r.namespace.as_str(),
+        r.name.as_str(),
     )
 }
 
@@ -822,6 +854,7 @@ fn apply_action(options: &SyncOptions) -> Action {
     } else {
         Action::Apply {
             server_side: !options.is("ServerSideApply", "false"),
+            force: options.is("Force", "true"),
         }
     }
 }

@@ -612,6 +612,12 @@ fn apply_flavours_follow_sync_options() {
             "c",
             json!({"capstan.dev/sync-options": "ServerSideApply=false"}),
         ),
+        obj(
+            "v1",
+            "ConfigMap",
+            "f",
+            json!({"capstan.dev/sync-options": "Force=true"}),
+        ),
     ];
     let p = plan(&desired, &[], &opts()).unwrap();
     let action = |n: &str| {
@@ -622,9 +628,28 @@ fn apply_flavours_follow_sync_options() {
             .action
             .clone()
     };
-    assert_eq!(action("a"), Action::Apply { server_side: true });
+    assert_eq!(
+        action("a"),
+        Action::Apply {
+            server_side: true,
+            force: false
+        }
+    );
     assert_eq!(action("r"), Action::Replace { force: true });
-    assert_eq!(action("c"), Action::Apply { server_side: false });
+    assert_eq!(
+        action("c"),
+        Action::Apply {
+            server_side: false,
+            force: false
+        }
+    );
+    assert_eq!(
+        action("f"),
+        Action::Apply {
+            server_side: true,
+            force: true
+        }
+    );
 }
 
 #[test]
@@ -670,4 +695,74 @@ fn bad_input_is_refused_with_a_clear_message() {
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "object #0 is invalid: kind is missing");
+}
+
+#[test]
+fn hook_and_wave_helpers_agree_with_the_plan() {
+    use capstan_engine::plan::{is_hook, sync_wave};
+    assert!(is_hook(&obj(
+        "batch/v1",
+        "Job",
+        "j",
+        json!({"argocd.argoproj.io/hook": "PreSync"})
+    )));
+    assert!(is_hook(&obj(
+        "batch/v1",
+        "Job",
+        "j",
+        json!({"helm.sh/hook": "post-install"})
+    )));
+    assert!(is_hook(&obj(
+        "v1",
+        "ConfigMap",
+        "c",
+        json!({"capstan.dev/hook": "Skip"})
+    )));
+    assert!(!is_hook(&obj(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "c",
+        json!({"helm.sh/hook": "crd-install"})
+    )));
+    assert!(!is_hook(&obj("v1", "ConfigMap", "c", json!({}))));
+    assert_eq!(
+        sync_wave(&obj(
+            "v1",
+            "ConfigMap",
+            "c",
+            json!({"argocd.argoproj.io/sync-wave": "-3"})
+        ))
+        .unwrap(),
+        -3
+    );
+    assert_eq!(
+        sync_wave(&obj(
+            "batch/v1",
+            "Job",
+            "j",
+            json!({"helm.sh/hook": "pre-install", "helm.sh/hook-weight": "7"})
+        ))
+        .unwrap(),
+        7
+    );
+    // Helm's weight only orders hooks.
+    assert_eq!(
+        sync_wave(&obj(
+            "v1",
+            "ConfigMap",
+            "c",
+            json!({"helm.sh/hook-weight": "7"})
+        ))
+        .unwrap(),
+        0
+    );
+    assert!(
+        sync_wave(&obj(
+            "v1",
+            "ConfigMap",
+            "c",
+            json!({"capstan.dev/sync-wave": "x"})
+        ))
+        .is_err()
+    );
 }

@@ -20,6 +20,33 @@ const SERVER_METADATA: &[&str] = &[
 /// Annotation `kubectl apply` writes (client-side apply); it may hold a copy of Secret data.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// A copy of `obj` without the parts [`strip`] would drop at once (status, server metadata),
+/// so the bulky ones (managedFields, status) are never cloned.
+pub(crate) fn clone_for_compare(obj: &Value, keep_status: bool) -> Value {
+    let Value::Object(map) = obj else {
+        return obj.clone();
+    };
+    let mut out = Map::with_capacity(map.len());
+    for (k, v) in map {
+        match (k.as_str(), v) {
+            ("status", _) if !keep_status => {}
+            ("metadata", Value::Object(meta)) => {
+                let mut m = Map::with_capacity(meta.len());
+                for (mk, mv) in meta {
+                    if !SERVER_METADATA.contains(&mk.as_str()) {
+                        m.insert(mk.clone(), mv.clone());
+                    }
+                }
+                out.insert(k.clone(), Value::Object(m));
+            }
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
 /// Removes server-set metadata, the last-applied annotation, the tracking annotations (unless
 /// `keep_tracking`), and `status` (unless `keep_status`).
 pub(crate) fn strip(obj: &mut Value, keep_tracking: bool, keep_status: bool) {
