@@ -1071,7 +1071,7 @@ fn update_through_status_subresource_has_its_own_entry() {
 }
 
 #[test]
-fn update_losing_all_fields_removes_the_manager_and_clients_may_reset() {
+fn update_removals_drop_ownership_and_clients_may_reset() {
     let taken = ssa(None, &deployment(), "capstan", false, T0).unwrap();
     // Removing a field through an update drops it from every manager.
     let mut edited = taken.clone();
