@@ -163,3 +163,121 @@ fn bad_input_exits_2_naming_the_file() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Kills the devcluster when the test ends, however it ends.
+struct Cluster(std::process::Child);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The real thing: objects applied by `kubectl --server-side --field-manager=capstan` to the
+/// embedded cluster and read back with their managedFields compare equal to the manifests, and a
+/// field removed from the manifests shows as a removal.
+#[test]
+fn diff_against_objects_applied_with_real_kubectl() {
+    let dir = std::env::temp_dir().join(format!("capstan-cli-diff-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let _cluster = Cluster(
+        Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args(["devcluster", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .env("CAPSTAN_LOG", "error")
+            .spawn()
+            .expect("start devcluster"),
+    );
+    // Readiness: the kubeconfig appears once the server accepts requests.
+    for _ in 0..600 {
+        if kubeconfig.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(kubeconfig.exists(), "devcluster did not start");
+
+    let namespace = dir.join("ns.yaml");
+    std::fs::write(
+        &namespace,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+    )
+    .unwrap();
+    kubectl(
+        &kubeconfig,
+        &["apply", "--server-side", "-f", namespace.to_str().unwrap()],
+    );
+    let desired = std::fs::read_to_string(data("deployment-desired.yaml")).unwrap();
+    let desired_path = dir.join("desired.yaml");
+    std::fs::write(&desired_path, &desired).unwrap();
+    kubectl(
+        &kubeconfig,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=capstan",
+            "-f",
+            desired_path.to_str().unwrap(),
+        ],
+    );
+    let live = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "yaml",
+            "--show-managed-fields",
+        ],
+    );
+    assert!(live.contains("manager: capstan"), "{live}");
+    let live_path = dir.join("live.yaml");
+    std::fs::write(&live_path, live).unwrap();
+
+    let (d, l) = (desired_path.to_str().unwrap(), live_path.to_str().unwrap());
+    let out = capstan_diff(&["--desired", d, "--live", l]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let edited = desired.replace(
+        "            - name: FEATURE_X\n              value: \"on\"\n",
+        "",
+    );
+    assert_ne!(
+        edited, desired,
+        "the test data holds the FEATURE_X variable"
+    );
+    std::fs::write(&desired_path, edited).unwrap();
+    let out = capstan_diff(&["--desired", d, "--live", l]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("-        - name: FEATURE_X\n-          value: on\n"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
