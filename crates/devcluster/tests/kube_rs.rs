@@ -517,15 +517,22 @@ async fn status_and_scale_subresources() {
     assert_eq!(st.spec.as_ref().unwrap().replicas, Some(2));
     assert_eq!(st.metadata.generation, Some(1));
 
-    // The main resource ignores status changes; a spec change bumps generation.
-    let mut main = st.clone();
-    main.status.as_mut().unwrap().ready_replicas = Some(42);
-    main.spec.as_mut().unwrap().replicas = Some(3);
-    let m = deps
-        .replace("web", &PostParams::default(), &main)
-        .await
-        .unwrap();
-    assert_eq!(m.status.unwrap().ready_replicas, Some(1));
+    // The main resource ignores status changes; a spec change bumps generation. (Simulated
+    // controllers may write the status concurrently, so a 409 means: read again and retry.)
+    let m = loop {
+        let mut main = deps.get("web").await.unwrap();
+        main.status
+            .get_or_insert_with(Default::default)
+            .ready_replicas = Some(42);
+        main.spec.as_mut().unwrap().replicas = Some(3);
+        match deps.replace("web", &PostParams::default(), &main).await {
+            Ok(m) => break m,
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_ne!(m.status.unwrap().ready_replicas, Some(42));
+    assert_eq!(m.spec.as_ref().unwrap().replicas, Some(3));
     assert_eq!(m.metadata.generation, Some(2));
     // A metadata-only change keeps the generation.
     let l = deps
@@ -901,4 +908,104 @@ async fn bad_input_gets_status_errors() {
     // After all that, the server still answers.
     let (code, _) = raw(&client, "GET", url, "application/json", vec![]).await;
     assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn deletecollection_and_namespace_termination() {
+    let c = common::cluster().await;
+    let client = c.client();
+    make_ns(&client, "dc").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "dc");
+    for (name, tier) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        cms.create(
+            &PostParams::default(),
+            &cm(name, json!({"tier": tier}), json!({})),
+        )
+        .await
+        .unwrap();
+    }
+    let deleted = cms
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("tier=x"),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = deleted
+        .left()
+        .expect("the deleted objects are returned")
+        .items
+        .into_iter()
+        .map(|c| c.metadata.name.unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    let left: Vec<String> = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| c.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, ["c"]);
+
+    // A namespace whose content has a finalizer stays Terminating and refuses new content;
+    // it disappears once the finalizer is removed.
+    let mut held = cm("held", json!({}), json!({}));
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    cms.create(&PostParams::default(), &held).await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete("dc", &DeleteParams::default())
+        .await
+        .unwrap();
+    let ns = namespaces.get("dc").await.unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    assert_eq!(
+        api_code(cms.get("c").await.unwrap_err()).0,
+        404,
+        "content without finalizers is gone"
+    );
+    let (code, reason, msg) = api_code(
+        cms.create(&PostParams::default(), &cm("new", json!({}), json!({})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (403, "Forbidden"), "{msg}");
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    // The namespace controller removes the namespace after the last object went away; wait for
+    // that with a watch rather than a sleep.
+    let rv = namespaces
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    if namespaces.get_opt("dc").await.unwrap().is_some() {
+        let mut events = namespaces
+            .watch(
+                &WatchParams::default()
+                    .fields("metadata.name=dc")
+                    .timeout(20),
+                &rv,
+            )
+            .await
+            .unwrap()
+            .boxed();
+        loop {
+            match events.next().await {
+                Some(Ok(WatchEvent::Deleted(_))) => break,
+                Some(Ok(_)) => continue,
+                other => panic!("expected the namespace to be deleted, got {other:?}"),
+            }
+        }
+    }
+    assert!(namespaces.get_opt("dc").await.unwrap().is_none());
 }
