@@ -89,8 +89,10 @@ pub(crate) fn command_line(
         format!("UserKnownHostsFile={}", known_hosts.display()),
         "-o".into(),
         format!("StrictHostKeyChecking={strict}"),
-    ];
-    let quoted: Vec<String> = words.iter().map(|w| shell_quote(w)).collect();
+    ]
+    .into_iter()
+    .chain(liveness());
+    let quoted: Vec<String> = words.map(|w| shell_quote(&w)).collect();
     quoted.join(" ").into()
 }
 
@@ -105,9 +107,23 @@ pub(crate) fn command_line_without_key(program: &Path, known_hosts: &Path) -> Os
         format!("UserKnownHostsFile={}", known_hosts.display()),
         "-o".into(),
         "StrictHostKeyChecking=yes".into(),
-    ];
-    let quoted: Vec<String> = words.iter().map(|w| shell_quote(w)).collect();
+    ]
+    .into_iter()
+    .chain(liveness());
+    let quoted: Vec<String> = words.map(|w| shell_quote(&w)).collect();
     quoted.join(" ").into()
+}
+
+/// Give up on an unreachable or silent server instead of holding the repository's lock forever.
+fn liveness() -> [String; 6] {
+    [
+        "-o".into(),
+        "ConnectTimeout=30".into(),
+        "-o".into(),
+        "ServerAliveInterval=15".into(),
+        "-o".into(),
+        "ServerAliveCountMax=4".into(),
+    ]
 }
 
 fn shell_quote(word: &str) -> String {
