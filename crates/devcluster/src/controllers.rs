@@ -15,7 +15,8 @@ use crate::State;
 use crate::store::EventType;
 
 /// Starts the built-in controllers; they stop when `shutdown` turns true.
-pub fn spawn(state: Arc<State>, shutdown: watch::Receiver<bool>) {
+pub fn spawn(state: Arc<State>, sim: crate::sim::SimConfig, shutdown: watch::Receiver<bool>) {
+    crate::sim::spawn(state.clone(), sim, shutdown.clone());
     tokio::spawn(namespace_finalizer(state, shutdown));
 }
 

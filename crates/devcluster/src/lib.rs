@@ -18,6 +18,7 @@ pub mod controllers;
 pub mod discovery;
 pub mod registry;
 pub mod server;
+pub mod sim;
 pub mod status;
 pub mod store;
 pub mod table;
@@ -82,6 +83,8 @@ pub struct Config {
     pub history_limit: usize,
     /// Authorization step of every resource request (default: allow all authenticated users).
     pub authorizer: Arc<dyn Authorizer>,
+    /// Simulated workload controllers and kubelet (pod ready delay, node count).
+    pub sim: sim::SimConfig,
 }
 
 impl Default for Config {
@@ -92,6 +95,7 @@ impl Default for Config {
             kubeconfig: None,
             history_limit: 1000,
             authorizer: Arc::new(AllowAll),
+            sim: sim::SimConfig::default(),
         }
     }
 }
@@ -231,7 +235,7 @@ impl DevCluster {
             state.clone(),
             shutdown_rx.clone(),
         ));
-        controllers::spawn(state.clone(), shutdown_rx);
+        controllers::spawn(state.clone(), config.sim.clone(), shutdown_rx);
 
         let (kubeconfig_path, temp_dir) = match &config.kubeconfig {
             Some(p) => (p.clone(), None),

@@ -74,6 +74,9 @@ fn cell(obj: &Value, path: &str) -> Value {
 
 /// The column definitions of a resource's table.
 pub fn columns(info: &ResourceInfo) -> Value {
+    if let Some(p) = crate::sim::printers::printer(info) {
+        return p.column_definitions();
+    }
     let mut cols = vec![json!({"name": "Name", "type": "string", "format": "name",
         "description": "Name must be unique within a namespace.", "priority": 0})];
     for (name, _) in &info.columns {
@@ -90,12 +93,18 @@ pub fn columns(info: &ResourceInfo) -> Value {
 /// One table row for an object; with `full`, the row carries the whole object, otherwise its
 /// metadata as a PartialObjectMetadata (what kubectl asks for by default).
 pub fn row(info: &ResourceInfo, obj: &Value, full: bool) -> Value {
-    let name = obj.pointer("/metadata/name").cloned().unwrap_or(json!(""));
-    let mut cells = vec![name];
-    for (_, path) in &info.columns {
-        cells.push(cell(obj, path));
-    }
-    cells.push(json!(age(obj)));
+    let cells = match crate::sim::printers::printer(info) {
+        Some(p) => p.cells(obj),
+        None => {
+            let name = obj.pointer("/metadata/name").cloned().unwrap_or(json!(""));
+            let mut cells = vec![name];
+            for (_, path) in &info.columns {
+                cells.push(cell(obj, path));
+            }
+            cells.push(json!(age(obj)));
+            cells
+        }
+    };
     let object = if full {
         obj.clone()
     } else {
