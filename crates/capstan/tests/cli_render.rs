@@ -255,3 +255,31 @@ fn bad_input_fails_with_a_clear_message_and_no_output() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_symlink_out_of_the_repository_is_named_in_the_error() {
+    let tmp = TempDir::new("symlink");
+    let repo = make_repo(&tmp.0);
+    let cache = tmp.0.join("cache");
+    let app = repo.join("kustomize/leak");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("kustomization.yaml"),
+        "resources:\n- passwd.yaml\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", app.join("passwd.yaml")).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "leak"]);
+    let out = capstan(
+        &cache,
+        &["--repo", repo.to_str().unwrap(), "--path", "kustomize/leak"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kustomize/leak/passwd.yaml is a symlink pointing outside the repository"),
+        "{stderr}"
+    );
+}

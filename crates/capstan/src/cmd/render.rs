@@ -183,14 +183,26 @@ fn render(args: &Args, cache_dir: &Path) -> anyhow::Result<Vec<serde_json::Value
         },
         ..RendererConfig::default()
     })?;
+    // Symlinks pointing out of the repository are not materialized at all; a renderer would
+    // otherwise silently miss them.
+    let prefix = args.path.trim_matches('/').trim_start_matches("./");
+    for link in &tree.skipped_symlinks {
+        if prefix.is_empty() || prefix == "." || link.starts_with(prefix) {
+            tracing::warn!(symlink = %link, "skipped: it points outside the repository");
+        }
+    }
     let key = format!("{}@{}", url.cache_key(), resolved.commit);
     let rendered = renderer.render(&tree.root, &opts, &ctx, Some(&key)).map_err(|e| {
         // A symlink that pointed out of the repository was not materialized at all; say so
         // instead of "does not exist".
-        let skipped = tree
-            .skipped_symlinks
-            .iter()
-            .find(|s| e.to_string().contains(s.as_str()));
+        let message = e.to_string();
+        let skipped = tree.skipped_symlinks.iter().find(|link| {
+            let name = Path::new(link.as_str())
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            message.contains(link.as_str()) || (!name.is_empty() && message.contains(&format!("\"{name}\"")))
+        });
         match skipped {
             Some(link) => anyhow::anyhow!(
                 "{e} ({link} is a symlink pointing outside the repository, which Capstan does not follow)"
