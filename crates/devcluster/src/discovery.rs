@@ -3,8 +3,12 @@
 //! kubectl asks `/openapi/v3` which group versions exist and then, before a PATCH or apply,
 //! whether the PATCH operation of the kind accepts the `fieldValidation` query parameter (it looks
 //! for an operation carrying `x-kubernetes-group-version-kind` for that kind). When it does,
-//! validation happens on the server and kubectl needs no schemas; the schemas served here are
-//! therefore permissive objects that only name their kind.
+//! validation happens on the server and kubectl needs no schemas. The schemas served here are
+//! permissive objects and deliberately do not carry `x-kubernetes-group-version-kind`: when
+//! kubectl finds a schema for a kind it computes client-side apply patches from it (kubectl
+//! 1.30+), and a schema without properties makes that fail with warnings; without one, kubectl
+//! uses its compiled-in types, as it does against servers without OpenAPI v3. The operations
+//! carry the kind, which is what the field validation check reads.
 
 use std::sync::Arc;
 
@@ -242,7 +246,6 @@ pub fn openapi_v3_group_version(reg: &Registry, group: &str, version: &str) -> O
                 "description": format!("{} ({})", r.kind, r.api_version()),
                 "type": "object",
                 "x-kubernetes-preserve-unknown-fields": true,
-                "x-kubernetes-group-version-kind": [this_gvk.clone()],
             }),
         );
         let collection = if r.namespaced {

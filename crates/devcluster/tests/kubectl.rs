@@ -483,3 +483,61 @@ async fn kubectl_strict_validation_and_unknown_kind() {
     );
     let _ = Path::new("");
 }
+
+/// Client-side apply (the default `kubectl apply`) creates, then patches with a strategic merge
+/// patch computed by kubectl, without warnings.
+async fn client_side_apply(version: &str) {
+    let (c, _dir) = start().await;
+    let kc = c.kubeconfig_path();
+    let bin = kubectl_bin(version);
+    let r = kubectl(&bin, kc, &["apply", "-f", "-"], Some(MANIFEST)).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("deployment.apps/web created"),
+        "{}",
+        r.stdout
+    );
+    let changed = MANIFEST.replace("nginx:1.25", "nginx:1.26");
+    let r = kubectl(&bin, kc, &["apply", "-f", "-"], Some(&changed)).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("deployment.apps/web configured"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("configmap/settings unchanged"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    let d = json(
+        &kubectl_ok(
+            &bin,
+            kc,
+            &["-n", "demo", "get", "deploy", "web", "-o", "json"],
+            None,
+        )
+        .await,
+    );
+    let containers = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0]["image"], "nginx:1.26");
+    assert!(
+        d["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_string(),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_client_side_apply_current() {
+    client_side_apply("kubectl").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_client_side_apply_1_27() {
+    client_side_apply("1.27").await;
+}
