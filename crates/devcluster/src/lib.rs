@@ -16,6 +16,8 @@ pub mod apply;
 pub mod auth;
 pub mod controllers;
 pub mod discovery;
+pub mod faults;
+pub mod rbac;
 pub mod registry;
 pub mod server;
 pub mod sim;
@@ -67,6 +69,9 @@ pub enum Error {
     /// The kube client could not be built from the kubeconfig.
     #[error("cannot build a client: {0}")]
     Client(String),
+    /// The fault injection configuration is invalid.
+    #[error("fault injection: {0}")]
+    Faults(#[from] faults::FaultError),
 }
 
 /// How to start a cluster.
@@ -82,7 +87,12 @@ pub struct Config {
     /// Events kept per resource type for watch resumption; older resourceVersions get 410.
     pub history_limit: usize,
     /// Authorization step of every resource request (default: allow all authenticated users).
+    /// Ignored when `rbac` is on.
     pub authorizer: Arc<dyn Authorizer>,
+    /// Enforce RBAC over the stored Roles, ClusterRoles and bindings (see [`rbac`]).
+    pub rbac: bool,
+    /// Injected faults (see [`faults`]); the default injects nothing.
+    pub faults: faults::FaultConfig,
     /// Simulated workload controllers and kubelet (pod ready delay, node count).
     pub sim: sim::SimConfig,
 }
@@ -95,6 +105,8 @@ impl Default for Config {
             kubeconfig: None,
             history_limit: 1000,
             authorizer: Arc::new(AllowAll),
+            rbac: false,
+            faults: faults::FaultConfig::default(),
             sim: sim::SimConfig::default(),
         }
     }
@@ -107,6 +119,8 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("kubeconfig", &self.kubeconfig)
             .field("history_limit", &self.history_limit)
+            .field("rbac", &self.rbac)
+            .field("faults", &self.faults)
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +135,10 @@ pub struct State {
     pub authenticator: TokenAuthenticator,
     /// Authorization.
     pub authorizer: Arc<dyn Authorizer>,
+    /// RBAC index and service-account tokens.
+    pub rbac: Arc<rbac::Rbac>,
+    /// Fault injection.
+    pub faults: faults::Faults,
     /// `host:port` clients use (for `/api` discovery).
     pub server_address: String,
 }
@@ -221,13 +239,32 @@ impl DevCluster {
                 groups: vec!["system:masters".into(), "system:authenticated".into()],
             },
         );
+        let faults = faults::Faults::new(config.faults.clone())?;
+        let signing = match config.data_dir.as_deref() {
+            Some(dir) => rbac::SigningKey::in_dir(dir)?,
+            None => rbac::SigningKey::random(),
+        };
+        let rbac = Arc::new(rbac::Rbac::new(
+            &store,
+            config.rbac,
+            signing,
+            tls.ca_pem.clone(),
+        ));
+        let authorizer = if config.rbac {
+            rbac.authorizer()
+        } else {
+            config.authorizer.clone()
+        };
         let state = Arc::new(State {
             registry,
             store,
             authenticator,
-            authorizer: config.authorizer.clone(),
+            authorizer,
+            rbac,
+            faults,
             server_address,
         });
+        state.rbac.attach(&state);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(server::serve(
             listener,
@@ -235,6 +272,7 @@ impl DevCluster {
             state.clone(),
             shutdown_rx.clone(),
         ));
+        rbac::spawn_token_controller(state.clone(), shutdown_rx.clone());
         controllers::spawn(state.clone(), config.sim.clone(), shutdown_rx);
 
         let (kubeconfig_path, temp_dir) = match &config.kubeconfig {

@@ -197,6 +197,15 @@ pub async fn handle(
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    if let Some(f) = state.faults.intercept(&method, &path).await {
+        tracing::debug!(%method, %path, code = f.error.code, "injected fault");
+        let mut r = error_response(&f.error);
+        if let Some(secs) = f.retry_after {
+            r.headers_mut()
+                .insert("retry-after", hyper::header::HeaderValue::from(secs));
+        }
+        return r;
+    }
     match route(state, req, shutdown).await {
         Ok(r) => r,
         Err(e) => {
@@ -236,6 +245,11 @@ async fn route(
         _ => {}
     }
     let user = authenticate(&state, &req)?;
+    if path == crate::faults::ADMIN_PATH {
+        let method = req.method().clone();
+        let body = read_body(req.into_body(), None).await?;
+        return crate::faults::admin(&state.faults, &user, &method, &body).map(|v| ok_json(&v));
+    }
     let segs: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
@@ -303,6 +317,35 @@ async fn route(
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (g, v, rest),
         _ => return Err(ApiError::no_route(&path)),
     };
+    // Virtual resources that are not stored: access reviews and service-account tokens.
+    let token_name = match rest {
+        ["namespaces", ns, "serviceaccounts", name, "token"] if group.is_empty() => {
+            Some((ns.to_string(), name.to_string()))
+        }
+        _ => None,
+    };
+    let review =
+        group == "authorization.k8s.io" && version == "v1" && rest == ["selfsubjectaccessreviews"];
+    if review || token_name.is_some() {
+        if req.method() != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let query = parse_query(req.uri().query());
+        let content_type = header(&req, "content-type").to_string();
+        let body = read_body(req.into_body(), None).await?;
+        let reply = match token_name {
+            Some((ns, name)) => {
+                crate::rbac::token_request(&state, &user, &ns, &name, &query, &content_type, &body)?
+            }
+            None => crate::rbac::self_subject_access_review(&state, &user, &content_type, &body)?,
+        };
+        return Ok(json_response(
+            reply.code,
+            reply.body,
+            &[],
+            "application/json",
+        ));
+    }
     let (watch_path, rest) = match rest {
         ["watch", rest @ ..] => (true, rest),
         _ => (false, rest),
@@ -359,23 +402,7 @@ async fn route(
         name: name.unwrap_or(""),
     };
     if let Err(why) = state.authorizer.authorize(&attrs) {
-        return Err(ApiError::forbidden(format!(
-            "{} \"{}\" is forbidden: User \"{}\" cannot {verb} resource \"{}{}\" in API group \"{}\"{}{}",
-            info.group_resource(),
-            name.unwrap_or(""),
-            user.name,
-            info.resource,
-            sub.map(|s| format!("/{s}")).unwrap_or_default(),
-            info.group,
-            namespace
-                .map(|n| format!(" in the namespace \"{n}\""))
-                .unwrap_or_default(),
-            if why.is_empty() {
-                String::new()
-            } else {
-                format!(": {why}")
-            },
-        )));
+        return Err(crate::rbac::forbidden(&attrs, &info.group_resource(), &why));
     }
     let explicit_manager = query.get("fieldManager").filter(|m| !m.is_empty()).cloned();
     let op = Op {
@@ -538,6 +565,7 @@ fn authenticate(state: &State, req: &Request<Incoming>) -> Result<UserInfo, ApiE
     state
         .authenticator
         .authenticate(token)
+        .or_else(|| crate::rbac::authenticate(state, token))
         .ok_or_else(ApiError::unauthorized)
 }
 
@@ -597,6 +625,7 @@ fn watch_response(
                 .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
         ),
     };
+    let timeout = state.faults.watch_timeout(timeout);
     let skey = info.storage_key();
     let ns = op.namespace.clone();
     let pinned = op.name.clone();
