@@ -25,6 +25,12 @@ enum Command {
     Diff(cmd::diff::Args),
     /// Render an application's manifests from a Git repository, exactly as Capstan would deploy them.
     Render(cmd::render::Args),
+    /// Run the controller against a cluster (reconciles Applications from Git).
+    Server(cmd::server::Args),
+    /// Manage Applications: create, list, get, diff, sync, wait, history, rollback, unlock, set, delete.
+    App(cmd::app::Args),
+    /// Print the YAML to install Capstan in a cluster (CRD, namespace, RBAC, Deployment).
+    Install(cmd::install::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +53,9 @@ fn main() -> ExitCode {
             Command::Health(args) => cmd::health::run(args).await,
             Command::Diff(args) => cmd::diff::run(args).await,
             Command::Render(args) => cmd::render::run(args).await,
+            Command::Server(args) => cmd::server::run(args).await,
+            Command::App(args) => cmd::app::run(args).await,
+            Command::Install(args) => cmd::install::run(args).await,
         }
     });
     match result {

@@ -1,9 +1,12 @@
 //! One module per subcommand: each owns its clap `Args` and an async `run` returning the exit code.
 
+pub mod app;
 pub mod devcluster;
 pub mod diff;
 pub mod health;
+pub mod install;
 pub mod render;
+pub mod server;
 pub mod up;
 
 /// Logs go to stderr so that stdout stays machine-readable (`-o json`, rendered YAML).
@@ -13,5 +16,6 @@ pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

@@ -1,0 +1,432 @@
+//! One comparison of an application: Git (resolved, materialized, rendered) against the live
+//! cache, giving per-object sync status and health.
+
+use capstan_api::annotations as ann;
+use capstan_api::application::{
+    self as appapi, Application, ApplicationSource, HealthStatus, ResourceStatus,
+};
+use capstan_engine::diff::{self, DiffOptions, DiffStatus, IgnoreDifference};
+use capstan_engine::health::{self, Health, HealthStatus as Hs};
+use capstan_render::{RenderContext, SourceOptions};
+use capstan_source::{Credentials, RepoUrl};
+use kube::api::{DynamicObject, GroupVersionKind};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::Shared;
+use crate::live::{AppKey, Watched};
+
+/// A rendered source.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// The commit rendered.
+    pub revision: String,
+    /// The source rendered.
+    pub source: ApplicationSource,
+    /// The objects, namespaces set for namespaced kinds, hooks included.
+    pub objects: Vec<Value>,
+    /// The tool used.
+    pub tool: String,
+}
+
+/// The outcome of a comparison.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// The desired state.
+    pub desired: Desired,
+    /// Live objects tracked by the application (all watched kinds of the app).
+    pub live: Vec<Value>,
+    /// Per object.
+    pub resources: Vec<ResourceStatus>,
+    /// Roll-up.
+    pub sync_status: &'static str,
+    /// Roll-up health.
+    pub health: HealthStatus,
+    /// Objects tracked by another application (group/kind ns/name → owner).
+    pub shared: Vec<String>,
+    /// Container images of the live objects.
+    pub images: Vec<String>,
+    /// Cluster-scoped (group, kind) among the kinds seen.
+    pub cluster_scoped: Vec<(String, String)>,
+    /// Diff status per desired object, for the plan.
+    pub diff_status: HashMap<capstan_engine::plan::ObjectRef, DiffStatus>,
+}
+
+/// Whether the object is a hook (never compared, never pruned).
+pub fn is_hook(obj: &Value) -> bool {
+    let annotations = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object);
+    if ann::first(annotations, &[ann::HOOK, ann::ARGOCD_HOOK]).is_some() {
+        return true;
+    }
+    match ann::first(annotations, &[ann::HELM_HOOK]) {
+        Some(h) => h.split(',').any(|p| p.trim() != "crd-install"),
+        None => false,
+    }
+}
+
+/// Resolves, materializes and renders `source` at `revision` (the source's own targetRevision
+/// when `None`). Blocking work runs on the blocking pool.
+pub async fn render(
+    shared: &Shared,
+    app: &Application,
+    source: &ApplicationSource,
+    revision: Option<&str>,
+    hard: bool,
+) -> Result<Desired, String> {
+    let url = RepoUrl::parse(&source.repo_url)
+        .map_err(|e| format!("spec.source.repoURL {:?}: {e}", source.repo_url))?;
+    let rev = revision
+        .map(str::to_string)
+        .unwrap_or_else(|| source.target_revision.clone());
+    let mut opts_json = serde_json::json!({ "path": source.path });
+    for (field, value) in [
+        ("chart", source.chart.clone().map(Value::String)),
+        ("directory", source.directory.clone()),
+        ("kustomize", source.kustomize.clone()),
+        ("helm", source.helm.clone()),
+    ] {
+        if let Some(v) = value {
+            opts_json[field] = v;
+        }
+    }
+    let opts: SourceOptions = serde_json::from_value(opts_json)
+        .map_err(|e| format!("spec.source: invalid rendering options: {e}"))?;
+    let ctx = RenderContext {
+        app_name: app.name().to_string(),
+        namespace: dest_namespace(app),
+        kube_version: None,
+        api_versions: Vec::new(),
+    };
+    let repos = Arc::clone(&shared.repos);
+    let renderer = Arc::clone(&shared.renderer);
+    let source_owned = source.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let resolved = repos
+            .resolve(&url, &Credentials::None, &rev)
+            .map_err(|e| format!("cannot resolve revision {rev:?}: {e}"))?;
+        let tree = repos
+            .materialize(&url, &resolved.commit)
+            .map_err(|e| format!("cannot read commit {}: {e}", resolved.commit))?;
+        let key = (!hard).then(|| tree.tree_id.clone());
+        let rendered = renderer
+            .render(&tree.root, &opts, &ctx, key.as_deref())
+            .map_err(|e| {
+                format!(
+                    "rendering {:?} at {}: {e}",
+                    opts.path,
+                    short(&resolved.commit)
+                )
+            })?;
+        Ok::<_, String>(Desired {
+            revision: resolved.commit,
+            source: source_owned,
+            objects: rendered.objects,
+            tool: rendered.tool.to_string(),
+        })
+    })
+    .await;
+    match joined {
+        Ok(result) => result,
+        Err(e) => Err(format!("rendering task failed: {e}")),
+    }
+}
+
+/// The destination namespace, `default` when unset.
+pub fn dest_namespace(app: &Application) -> String {
+    if app.spec.destination.namespace.is_empty() {
+        "default".to_string()
+    } else {
+        app.spec.destination.namespace.clone()
+    }
+}
+
+/// First 8 characters of a commit id.
+pub fn short(commit: &str) -> &str {
+    commit.get(..8).unwrap_or(commit)
+}
+
+/// The (group, version, kind) of an object.
+pub fn gvk_of(obj: &Value) -> Result<GroupVersionKind, String> {
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| format!("{}: apiVersion is missing", describe(obj)))?;
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| format!("{}: kind is missing", describe(obj)))?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    Ok(GroupVersionKind::gvk(group, version, kind))
+}
+
+/// `Kind namespace/name` for messages.
+pub fn describe(obj: &Value) -> String {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>");
+    match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+        Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
+        _ => format!("{kind} {name}"),
+    }
+}
+
+/// Starts (or finds) the watches for the desired kinds and the kinds the application had, and
+/// sets the destination namespace on namespaced desired objects that name none.
+pub async fn prepare_kinds(
+    shared: &Shared,
+    app: &Application,
+    desired: &mut Desired,
+) -> Result<Vec<Arc<Watched>>, String> {
+    let namespace = dest_namespace(app);
+    let mut kinds: HashMap<GroupVersionKind, Arc<Watched>> = HashMap::new();
+    for obj in &mut desired.objects {
+        let gvk = gvk_of(obj)?;
+        let watched = match kinds.get(&gvk) {
+            Some(w) => Arc::clone(w),
+            None => {
+                let w = shared
+                    .live
+                    .watch(&gvk)
+                    .await
+                    .map_err(|e| format!("{}: {e}", describe(obj)))?;
+                kinds.insert(gvk.clone(), Arc::clone(&w));
+                w
+            }
+        };
+        if watched.namespaced {
+            let has_ns = obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty());
+            if !has_ns && let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("namespace".into(), Value::String(namespace.clone()));
+            }
+        } else if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("namespace");
+        }
+    }
+    // Kinds the application deployed before (for objects no longer rendered). A kind that
+    // disappeared from the cluster (its CRD deleted) is skipped: nothing of it can be live.
+    if let Some(status) = &app.status {
+        for r in &status.resources {
+            let gvk = GroupVersionKind::gvk(&r.group, &r.version, &r.kind);
+            if kinds.contains_key(&gvk) {
+                continue;
+            }
+            if let Ok(w) = shared.live.watch(&gvk).await {
+                kinds.insert(gvk, w);
+            }
+        }
+    }
+    Ok(kinds.into_values().collect())
+}
+
+fn to_value(obj: &DynamicObject) -> Value {
+    // DynamicObject always serializes (it is a JSON object with typed metadata).
+    serde_json::to_value(obj).unwrap_or(Value::Null)
+}
+
+/// Compares the desired objects with the live ones.
+pub fn compare(
+    shared: &Shared,
+    app: &Application,
+    desired: Desired,
+    kinds: &[Arc<Watched>],
+) -> Result<Comparison, String> {
+    let key: AppKey = (app.namespace().to_string(), app.name().to_string());
+    let ignore: Vec<IgnoreDifference> = app
+        .spec
+        .ignore_differences
+        .iter()
+        .map(|d| {
+            serde_json::to_value(d)
+                .and_then(serde_json::from_value)
+                .map_err(|e| format!("spec.ignoreDifferences: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let diff_opts = DiffOptions::new(ignore, ann::FIELD_MANAGER)
+        .map_err(|e| format!("spec.ignoreDifferences: {e}"))?;
+
+    let by_gvk: HashMap<(String, String, String), &Arc<Watched>> = kinds
+        .iter()
+        .map(|w| {
+            (
+                (
+                    w.resource.group.clone(),
+                    w.resource.version.clone(),
+                    w.resource.kind.clone(),
+                ),
+                w,
+            )
+        })
+        .collect();
+    let mut cluster_scoped: BTreeSet<(String, String)> = BTreeSet::new();
+    for w in kinds {
+        if !w.namespaced {
+            cluster_scoped.insert((w.resource.group.clone(), w.resource.kind.clone()));
+        }
+    }
+
+    let mut resources = Vec::new();
+    let mut healths: Vec<Health> = Vec::new();
+    let mut shared_objects = Vec::new();
+    let mut diff_status = HashMap::new();
+    let mut seen: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+    let mut images = BTreeSet::new();
+    let mut all_synced = true;
+
+    for obj in &desired.objects {
+        if is_hook(obj) {
+            continue;
+        }
+        let gvk = gvk_of(obj)?;
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{}: metadata.name is missing", describe(obj)))?;
+        let namespace = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let live = by_gvk
+            .get(&(gvk.group.clone(), gvk.version.clone(), gvk.kind.clone()))
+            .and_then(|w| w.get(namespace, name));
+        let live_value = live.as_deref().map(to_value);
+        if let Some(l) = &live
+            && let Some(other) = crate::live::owner(l)
+            && other != key
+        {
+            shared_objects.push(format!(
+                "{} is tracked by application {}/{}",
+                describe(obj),
+                other.0,
+                other.1
+            ));
+        }
+        let d = diff::diff(Some(obj), live_value.as_ref(), &diff_opts)
+            .map_err(|e| format!("{}: {e}", describe(obj)))?;
+        let status = match d.status {
+            DiffStatus::Synced => appapi::SYNC_SYNCED,
+            _ => {
+                all_synced = false;
+                appapi::SYNC_OUT_OF_SYNC
+            }
+        };
+        diff_status.insert(
+            capstan_engine::plan::ObjectRef::new(&gvk.group, &gvk.kind, namespace, name),
+            d.status,
+        );
+        let health = match &live_value {
+            Some(l) => {
+                collect_images(l, &mut images);
+                shared.health.assess(l)
+            }
+            None => (!health::ignores_health(obj)).then(|| Health::status(Hs::Missing)),
+        };
+        if let Some(h) = &health {
+            healths.push(h.clone());
+        }
+        seen.insert((
+            gvk.group.clone(),
+            gvk.kind.clone(),
+            namespace.to_string(),
+            name.to_string(),
+        ));
+        resources.push(ResourceStatus {
+            group: gvk.group.clone(),
+            version: gvk.version.clone(),
+            kind: gvk.kind.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            status: status.to_string(),
+            health: health.map(to_api_health),
+            requires_pruning: false,
+        });
+    }
+
+    let mut live_values = Vec::new();
+    for obj in shared.live.tracked_by(kinds, &key) {
+        let value = to_value(&obj);
+        let gvk = gvk_of(&value)?;
+        let namespace = obj.metadata.namespace.clone().unwrap_or_default();
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let id = (
+            gvk.group.clone(),
+            gvk.kind.clone(),
+            namespace.clone(),
+            name.clone(),
+        );
+        if !seen.contains(&id) && !is_hook(&value) {
+            all_synced = false;
+            resources.push(ResourceStatus {
+                group: gvk.group.clone(),
+                version: gvk.version.clone(),
+                kind: gvk.kind.clone(),
+                namespace,
+                name,
+                status: appapi::SYNC_OUT_OF_SYNC.to_string(),
+                health: shared.health.assess(&value).map(to_api_health),
+                requires_pruning: true,
+            });
+        }
+        live_values.push(value);
+    }
+    resources.sort_by(|a, b| {
+        (&a.group, &a.kind, &a.namespace, &a.name).cmp(&(&b.group, &b.kind, &b.namespace, &b.name))
+    });
+    let worst = health::aggregate(healths.iter());
+    let message = healths
+        .iter()
+        .find(|h| h.status == worst && h.message.is_some())
+        .and_then(|h| h.message.clone());
+    Ok(Comparison {
+        desired,
+        live: live_values,
+        resources,
+        sync_status: if all_synced {
+            appapi::SYNC_SYNCED
+        } else {
+            appapi::SYNC_OUT_OF_SYNC
+        },
+        health: HealthStatus {
+            status: worst.to_string(),
+            message: if worst == Hs::Healthy { None } else { message },
+        },
+        shared: shared_objects,
+        images: images.into_iter().collect(),
+        cluster_scoped: cluster_scoped.into_iter().collect(),
+        diff_status,
+    })
+}
+
+/// The engine's health as the API's.
+pub fn to_api_health(h: Health) -> HealthStatus {
+    HealthStatus {
+        status: h.status.to_string(),
+        message: h.message,
+    }
+}
+
+fn collect_images(obj: &Value, out: &mut BTreeSet<String>) {
+    for pointer in [
+        "/spec/template/spec/containers",
+        "/spec/template/spec/initContainers",
+        "/spec/containers",
+        "/spec/jobTemplate/spec/template/spec/containers",
+    ] {
+        if let Some(list) = obj.pointer(pointer).and_then(Value::as_array) {
+            for c in list {
+                if let Some(image) = c.get("image").and_then(Value::as_str) {
+                    out.insert(image.to_string());
+                }
+            }
+        }
+    }
+}

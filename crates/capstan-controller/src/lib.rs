@@ -1,0 +1,737 @@
+//! Capstan's controller: Applications reconciled from Git.
+//!
+//! [`Controller::run`] watches Applications (kube-runtime's controller: one reconcile per
+//! application at a time, bounded concurrency, a queue fed by the Application watch, by the
+//! live-state cache and by the refresh timer). One reconcile:
+//!
+//! 1. removes a `capstan.dev/refresh` annotation (a `hard` refresh also bypasses the manifest
+//!    cache);
+//! 2. resolves `spec.source.targetRevision`, materializes the commit and renders it (blocking
+//!    work on the blocking pool);
+//! 3. compares the render with the live objects of the shared cache ([`live`]): per-object sync
+//!    status and health;
+//! 4. runs a requested `operation` (a manual sync or rollback), or an automated sync when the
+//!    policy asks for one ([`sync`]), recording `status.operationState` and `status.history`;
+//! 5. writes the status when it changed (and `reconciledAt` once per refresh interval).
+//!
+//! Locking: a rollback locks the application in `status.lock` (revision, who, when). Status is
+//! written only through the status subresource, by the controller (and `capstan app unlock`),
+//! so neither a restart nor a parent application re-applying this Application's manifest (which
+//! never carries status) undoes it. While locked, automated sync and self-heal do nothing and a
+//! manual sync to another revision is refused.
+
+pub mod compare;
+pub mod error;
+pub mod live;
+pub mod ops;
+pub mod sync;
+
+pub use error::ControllerError;
+
+use capstan_api::annotations as ann;
+use capstan_api::application::{
+    self as appapi, Application, ApplicationCondition, ApplicationStatus, ApplicationSummary,
+    ComparedTo, Lock, Operation, OperationInitiator, OperationState, RevisionHistory,
+    SyncOperation, SyncOperationResult, SyncStatus,
+};
+use capstan_engine::health::HealthChecker;
+use capstan_render::Renderer;
+use capstan_source::RepoCache;
+use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller as KubeController};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+use crate::compare::{Comparison, Desired};
+use crate::live::{AppKey, LiveCache, lock};
+
+/// Controller settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Namespace whose Applications are reconciled (`None`: all namespaces).
+    pub namespace: Option<String>,
+    /// Default refresh interval (per application: the `capstan.dev/refresh-interval`
+    /// annotation). Up to 10 % of jitter is added so that applications spread out.
+    pub reconcile_interval: Duration,
+    /// Applications reconciled at once.
+    pub concurrency: u16,
+    /// Longest wait for a wave's objects to become Healthy.
+    pub wave_timeout: Duration,
+    /// Shortest time between two self-heal syncs of one application (a controller fighting
+    /// Capstan over a field must not turn into a hot loop).
+    pub self_heal_backoff: Duration,
+    /// Where Git repositories and trees are cached.
+    pub cache_dir: std::path::PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace: Some(appapi::DEFAULT_NAMESPACE.to_string()),
+            reconcile_interval: Duration::from_secs(180),
+            concurrency: 16,
+            wave_timeout: Duration::from_secs(600),
+            self_heal_backoff: Duration::from_secs(5),
+            cache_dir: std::env::temp_dir().join("capstan-cache"),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Shared {
+    /// Client of the controller's cluster.
+    pub client: kube::Client,
+    /// Settings.
+    pub config: Config,
+    /// Git.
+    pub repos: Arc<RepoCache>,
+    /// Manifests.
+    pub renderer: Arc<Renderer>,
+    /// Health checks.
+    pub health: HealthChecker,
+    /// Live objects.
+    pub live: LiveCache,
+    dirty: Arc<Mutex<HashSet<AppKey>>>,
+    memo: Mutex<HashMap<AppKey, Memo>>,
+}
+
+/// What the last reconcile of an application saw, to skip work when nothing changed.
+#[derive(Clone)]
+struct Memo {
+    fingerprint: String,
+    compared_at: Instant,
+    last_self_heal: Option<Instant>,
+}
+
+/// The controller.
+pub struct Controller {
+    shared: Arc<Shared>,
+    triggers: mpsc::UnboundedReceiver<AppKey>,
+}
+
+/// Installs (server-side applies) the Application CRD and waits until it is served.
+pub async fn install_crd(client: &kube::Client) -> Result<(), ControllerError> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = Application::crd();
+    let name = format!("{}.{}", appapi::PLURAL, appapi::GROUP);
+    api.patch(
+        &name,
+        &PatchParams::apply(ann::FIELD_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .map_err(|e| ControllerError::kube(format!("applying the CRD {name}"), e))?;
+    for _ in 0..300 {
+        let served = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| ControllerError::kube(format!("reading the CRD {name}"), e))?
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+        if served {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(ControllerError::Other(format!(
+        "the CRD {name} was applied but is not Established after 30s"
+    )))
+}
+
+impl Controller {
+    /// A controller over `client`'s cluster.
+    pub fn new(client: kube::Client, config: Config) -> Result<Self, ControllerError> {
+        let repos = RepoCache::new(config.cache_dir.join("git"))
+            .map_err(|e| ControllerError::Other(format!("Git cache: {e}")))?;
+        let renderer = Renderer::new(capstan_render::RendererConfig {
+            scratch_dir: Some(config.cache_dir.join("scratch")),
+            ..Default::default()
+        })
+        .map_err(|e| ControllerError::Other(format!("renderer: {e}")))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let dirty = Arc::new(Mutex::new(HashSet::new()));
+        let shared = Shared {
+            live: LiveCache::new(client.clone(), tx, Arc::clone(&dirty)),
+            client,
+            config,
+            repos: Arc::new(repos),
+            renderer: Arc::new(renderer),
+            health: HealthChecker::new(),
+            dirty,
+            memo: Mutex::new(HashMap::new()),
+        };
+        Ok(Controller {
+            shared: Arc::new(shared),
+            triggers: rx,
+        })
+    }
+
+    /// The shared state (for tests and the HTTP server).
+    pub fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Runs until the Application watch ends (it does not, short of a shutdown of the task).
+    pub async fn run(self) {
+        let shared = self.shared;
+        let apps: Api<Application> = match &shared.config.namespace {
+            Some(ns) => Api::namespaced(shared.client.clone(), ns),
+            None => Api::all(shared.client.clone()),
+        };
+        let triggers = tokio_stream_from(self.triggers)
+            .map(|(ns, name)| ObjectRef::<Application>::new(&name).within(&ns));
+        let config = kube::runtime::controller::Config::default()
+            .concurrency(shared.config.concurrency)
+            .debounce(Duration::from_millis(50));
+        KubeController::new(apps, watcher::Config::default())
+            .with_config(config)
+            .reconcile_on(triggers)
+            .run(reconcile_entry, error_policy, shared)
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "reconcile");
+                }
+            })
+            .await;
+    }
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn error_policy(_app: Arc<Application>, err: &ControllerError, _shared: Arc<Shared>) -> Action {
+    tracing::warn!(error = %err, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// A duration as the annotations write it: `500ms`, `30s`, `5m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: f64 = number.parse().ok()?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Jitter in [0, 10 %) of `interval`, different per application and per call.
+fn with_jitter(interval: Duration, key: &AppKey) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    std::time::SystemTime::now().hash(&mut h);
+    let fraction = (h.finish() % 1000) as f64 / 10_000.0;
+    interval + interval.mul_f64(fraction)
+}
+
+/// The inputs that, when they change, call for a new comparison.
+fn fingerprint(app: &Application) -> String {
+    json!({
+        "generation": app.metadata.generation,
+        "annotations": app.metadata.annotations,
+        "deleting": app.metadata.deletion_timestamp.is_some(),
+        "lock": app.lock().map(|l| (&l.revision, &l.locked_at)),
+        "operation": app.operation,
+    })
+    .to_string()
+}
+
+fn interval_of(shared: &Shared, app: &Application) -> Duration {
+    app.annotation(ann::REFRESH_INTERVAL)
+        .and_then(parse_duration)
+        .unwrap_or(shared.config.reconcile_interval)
+}
+
+async fn reconcile_entry(
+    app: Arc<Application>,
+    shared: Arc<Shared>,
+) -> Result<Action, ControllerError> {
+    let key: AppKey = (app.namespace().to_string(), app.name().to_string());
+    let interval = interval_of(&shared, &app);
+    let fp = fingerprint(&app);
+    let memo = lock(&shared.memo).get(&key).cloned();
+    let dirty = lock(&shared.dirty).remove(&key);
+    let due = memo
+        .as_ref()
+        .is_none_or(|m| m.compared_at.elapsed() >= interval);
+    let changed = memo.as_ref().is_none_or(|m| m.fingerprint != fp);
+    if !(dirty || due || changed) {
+        // Woken by our own status write or a duplicate trigger: nothing to do before the next
+        // refresh.
+        let elapsed = memo.map_or(Duration::ZERO, |m| m.compared_at.elapsed());
+        return Ok(Action::requeue(with_jitter(
+            interval.saturating_sub(elapsed),
+            &key,
+        )));
+    }
+    let last_self_heal = memo.and_then(|m| m.last_self_heal);
+    let outcome = reconcile(&shared, &app, due, last_self_heal).await?;
+    lock(&shared.memo).insert(
+        key.clone(),
+        Memo {
+            fingerprint: outcome.fingerprint.unwrap_or(fp),
+            compared_at: Instant::now(),
+            last_self_heal: outcome.self_healed_at.or(last_self_heal),
+        },
+    );
+    Ok(Action::requeue(with_jitter(
+        outcome.requeue.unwrap_or(interval),
+        &key,
+    )))
+}
+
+struct Outcome {
+    requeue: Option<Duration>,
+    fingerprint: Option<String>,
+    self_healed_at: Option<Instant>,
+}
+
+fn condition(type_: &str, message: String, previous: &ApplicationStatus) -> ApplicationCondition {
+    let since = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.message == message)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or_else(now_rfc3339);
+    ApplicationCondition {
+        type_: type_.to_string(),
+        message,
+        last_transition_time: Some(since),
+    }
+}
+
+/// One reconcile of one application.
+async fn reconcile(
+    shared: &Shared,
+    app: &Application,
+    due: bool,
+    last_self_heal: Option<Instant>,
+) -> Result<Outcome, ControllerError> {
+    let apps: Api<Application> = Api::namespaced(shared.client.clone(), app.namespace());
+    let refresh = app.annotation(ann::REFRESH).map(str::to_string);
+    let hard = refresh.as_deref() == Some("hard");
+    let previous = app.status_or_default();
+    let mut status = previous.clone();
+    let mut outcome = Outcome {
+        requeue: None,
+        fingerprint: None,
+        self_healed_at: None,
+    };
+
+    // The comparison against the spec's source and revision.
+    let compared = compare_app(shared, app, &app.spec.source, None, hard).await;
+    status.conditions.retain(|c| c.type_ == "SyncError");
+    let mut comparison = None;
+    match compared {
+        Ok((cmp, _kinds)) => {
+            status.sync = Some(SyncStatus {
+                status: cmp.sync_status.to_string(),
+                revision: cmp.desired.revision.clone(),
+                compared_to: Some(ComparedTo {
+                    source: app.spec.source.clone(),
+                    destination: app.spec.destination.clone(),
+                }),
+            });
+            status.health = Some(cmp.health.clone());
+            status.resources = cmp.resources.clone();
+            status.summary = (!cmp.images.is_empty()).then(|| ApplicationSummary {
+                images: cmp.images.clone(),
+            });
+            status.source_type = Some(cmp.desired.tool.clone());
+            for s in &cmp.shared {
+                status
+                    .conditions
+                    .push(condition("SharedResourceWarning", s.clone(), &previous));
+            }
+            comparison = Some(cmp);
+        }
+        Err(message) => {
+            let kind = if message.starts_with("spec.") {
+                "InvalidSpecError"
+            } else {
+                "ComparisonError"
+            };
+            status.sync = Some(SyncStatus {
+                status: appapi::SYNC_UNKNOWN.to_string(),
+                revision: previous
+                    .sync
+                    .as_ref()
+                    .map(|s| s.revision.clone())
+                    .unwrap_or_default(),
+                compared_to: Some(ComparedTo {
+                    source: app.spec.source.clone(),
+                    destination: app.spec.destination.clone(),
+                }),
+            });
+            status.conditions.push(condition(kind, message, &previous));
+        }
+    }
+
+    // A requested operation, or an automated sync.
+    let mut ran_operation = false;
+    if let Some(op) = &app.operation {
+        let already_done = previous.operation_state.as_ref().is_some_and(|s| {
+            &s.operation == op && s.phase != appapi::PHASE_RUNNING && s.finished_at.is_some()
+        });
+        if !already_done {
+            run_operation(shared, app, op.clone(), &mut status).await;
+            ran_operation = true;
+        }
+        // The operation is done: clear it (as Argo CD does), so that a new one can be requested.
+        let cleared = apps
+            .patch(
+                app.name(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "operation": null })),
+            )
+            .await;
+        if let Err(e) = cleared {
+            tracing::warn!(app = app.name(), error = %e, "cannot clear the operation");
+        }
+    } else if let Some(cmp) = &comparison
+        && let Some(automated) = app
+            .spec
+            .sync_policy
+            .as_ref()
+            .and_then(|p| p.automated.clone())
+        && cmp.sync_status == appapi::SYNC_OUT_OF_SYNC
+        && status.lock.is_none()
+        && cmp.shared.is_empty()
+    {
+        let last = previous.operation_state.as_ref();
+        let attempted = last.is_some_and(|s| {
+            s.sync_result.as_ref().is_some_and(|r| {
+                r.revision == cmp.desired.revision && r.source.as_ref() == Some(&app.spec.source)
+            }) || (s.phase != appapi::PHASE_SUCCEEDED
+                && s.operation
+                    .sync
+                    .as_ref()
+                    .is_some_and(|o| o.revision == cmp.desired.revision))
+        });
+        let last_succeeded = last.is_some_and(|s| s.phase == appapi::PHASE_SUCCEEDED);
+        let self_heal = automated.self_heal && attempted && last_succeeded;
+        let backoff_left = last_self_heal
+            .map(|t| shared.config.self_heal_backoff.saturating_sub(t.elapsed()))
+            .unwrap_or(Duration::ZERO);
+        if !attempted || (self_heal && backoff_left.is_zero()) {
+            let op = Operation {
+                sync: Some(SyncOperation {
+                    revision: cmp.desired.revision.clone(),
+                    prune: automated.prune,
+                    ..SyncOperation::default()
+                }),
+                initiated_by: OperationInitiator {
+                    username: String::new(),
+                    automated: true,
+                },
+                ..Operation::default()
+            };
+            run_operation(shared, app, op, &mut status).await;
+            ran_operation = true;
+            if self_heal {
+                outcome.self_healed_at = Some(Instant::now());
+            }
+        } else if self_heal {
+            outcome.requeue = Some(backoff_left + Duration::from_millis(10));
+        }
+    }
+
+    if ran_operation {
+        // Compare again so that the status shows the state after the sync.
+        if let Ok((cmp, _)) = compare_app(shared, app, &app.spec.source, None, false).await {
+            status.sync = Some(SyncStatus {
+                status: cmp.sync_status.to_string(),
+                revision: cmp.desired.revision.clone(),
+                compared_to: Some(ComparedTo {
+                    source: app.spec.source.clone(),
+                    destination: app.spec.destination.clone(),
+                }),
+            });
+            status.health = Some(cmp.health.clone());
+            status.resources = cmp.resources.clone();
+            status.summary = (!cmp.images.is_empty()).then(|| ApplicationSummary {
+                images: cmp.images.clone(),
+            });
+        }
+        // The operation field is cleared by now: remember the app without it so the watch
+        // event of that change does not cause another full reconcile.
+        let mut after = app.clone();
+        after.operation = None;
+        if let Some(a) = after.metadata.annotations.as_mut() {
+            a.remove(ann::REFRESH);
+        }
+        outcome.fingerprint = Some(fingerprint(&after));
+    }
+
+    let mut old = serde_json::to_value(&previous).unwrap_or(Value::Null);
+    let mut new = serde_json::to_value(&status).unwrap_or(Value::Null);
+    if let (Some(o), Some(n)) = (old.as_object_mut(), new.as_object_mut()) {
+        o.remove("reconciledAt");
+        n.remove("reconciledAt");
+    }
+    if old != new || due || refresh.is_some() || previous.reconciled_at.is_none() {
+        status.reconciled_at = Some(now_rfc3339());
+        write_status(&apps, app.name(), &previous, &status).await?;
+    }
+    if refresh.is_some() {
+        let removed = apps
+            .patch(
+                app.name(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {ann::REFRESH: null}}})),
+            )
+            .await;
+        if let Err(e) = removed {
+            tracing::warn!(app = app.name(), error = %e, "cannot remove the refresh annotation");
+        }
+        if outcome.fingerprint.is_none() {
+            let mut after = app.clone();
+            if let Some(a) = after.metadata.annotations.as_mut() {
+                a.remove(ann::REFRESH);
+            }
+            outcome.fingerprint = Some(fingerprint(&after));
+        }
+    }
+    Ok(outcome)
+}
+
+/// Writes `status` with a merge patch; fields present before and absent now are nulled.
+async fn write_status(
+    apps: &Api<Application>,
+    name: &str,
+    previous: &ApplicationStatus,
+    status: &ApplicationStatus,
+) -> Result<(), ControllerError> {
+    let mut body = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
+    if let (Some(old), Some(new)) = (
+        serde_json::to_value(previous)
+            .ok()
+            .as_ref()
+            .and_then(Value::as_object),
+        body.as_object_mut(),
+    ) {
+        for k in old.keys() {
+            if !new.contains_key(k) {
+                new.insert(k.clone(), Value::Null);
+            }
+        }
+    }
+    apps.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": body })),
+    )
+    .await
+    .map_err(|e| ControllerError::kube(format!("writing the status of application {name}"), e))?;
+    Ok(())
+}
+
+async fn compare_app(
+    shared: &Shared,
+    app: &Application,
+    source: &capstan_api::application::ApplicationSource,
+    revision: Option<&str>,
+    hard: bool,
+) -> Result<(Comparison, Vec<Arc<live::Watched>>), String> {
+    let dest = &app.spec.destination;
+    let in_cluster = match (&dest.server, &dest.name) {
+        (Some(server), _) if !server.is_empty() => server == appapi::IN_CLUSTER_SERVER,
+        (_, Some(name)) if !name.is_empty() => name == appapi::IN_CLUSTER_NAME,
+        _ => true,
+    };
+    if !in_cluster {
+        return Err(format!(
+            "spec.destination: unknown cluster {}; only {} (name {}) is configured",
+            dest.server
+                .clone()
+                .or_else(|| dest.name.clone())
+                .unwrap_or_default(),
+            appapi::IN_CLUSTER_SERVER,
+            appapi::IN_CLUSTER_NAME
+        ));
+    }
+    let mut desired: Desired = compare::render(shared, app, source, revision, hard).await?;
+    let kinds = compare::prepare_kinds(shared, app, &mut desired).await?;
+    let cmp = compare::compare(shared, app, desired, &kinds)?;
+    Ok((cmp, kinds))
+}
+
+/// Runs a sync operation and records it in `status` (operationState, history, lock). Progress
+/// is written to the status as the sync goes.
+async fn run_operation(
+    shared: &Shared,
+    app: &Application,
+    op: Operation,
+    status: &mut ApplicationStatus,
+) {
+    let started_at = now_rfc3339();
+    let apps: Api<Application> = Api::namespaced(shared.client.clone(), app.namespace());
+    let mut state = OperationState {
+        operation: op.clone(),
+        phase: appapi::PHASE_RUNNING.to_string(),
+        message: "starting".into(),
+        sync_result: None,
+        started_at: started_at.clone(),
+        finished_at: None,
+        retry_count: 0,
+    };
+    let sync_op = op.sync.clone().unwrap_or_default();
+    let lock_now = status.lock.clone();
+    // Which source and revision: a rollback's (or an explicit one), else the locked one, else
+    // the spec's.
+    let (source, revision) = match (&sync_op.source, &lock_now) {
+        (Some(s), _) => (
+            s.clone(),
+            (!sync_op.revision.is_empty()).then(|| sync_op.revision.clone()),
+        ),
+        (None, Some(l)) if sync_op.revision.is_empty() => (
+            l.source.clone().unwrap_or_else(|| app.spec.source.clone()),
+            Some(l.revision.clone()),
+        ),
+        _ => (
+            app.spec.source.clone(),
+            (!sync_op.revision.is_empty()).then(|| sync_op.revision.clone()),
+        ),
+    };
+    let finish = |state: &mut OperationState, phase: &str, message: String| {
+        state.phase = phase.to_string();
+        state.message = message;
+        state.finished_at = Some(now_rfc3339());
+    };
+
+    let compared = compare_app(shared, app, &source, revision.as_deref(), false).await;
+    let (cmp, kinds) = match compared {
+        Ok(c) => c,
+        Err(message) => {
+            finish(
+                &mut state,
+                appapi::PHASE_ERROR,
+                format!("nothing applied: {message}"),
+            );
+            status.operation_state = Some(state);
+            return;
+        }
+    };
+    if let Some(l) = &lock_now
+        && sync_op.rollback_id.is_none()
+        && cmp.desired.revision != l.revision
+    {
+        finish(
+            &mut state,
+            appapi::PHASE_FAILED,
+            format!(
+                "application is locked at {} by {} since {}: a sync to {} is refused; run `capstan app unlock {}` first",
+                compare::short(&l.revision),
+                l.locked_by,
+                l.locked_at,
+                compare::short(&cmp.desired.revision),
+                app.name()
+            ),
+        );
+        status.operation_state = Some(state);
+        return;
+    }
+    state.message = format!("syncing to {}", compare::short(&cmp.desired.revision));
+    let mut running = status.clone();
+    running.operation_state = Some(state.clone());
+    if let Err(e) = write_status(&apps, app.name(), status, &running).await {
+        tracing::warn!(app = app.name(), error = %e, "cannot record the running operation");
+    }
+    let policy = app.spec.sync_policy.clone().unwrap_or_default();
+    let mut sync_options = policy.sync_options.clone();
+    sync_options.extend(sync_op.sync_options.iter().cloned());
+    let req = sync::SyncRequest {
+        app_namespace: app.namespace().to_string(),
+        app_name: app.name().to_string(),
+        destination_namespace: compare::dest_namespace(app),
+        sync_options,
+        prune: sync_op.prune,
+        allow_empty: policy.automated.as_ref().is_some_and(|a| a.allow_empty),
+        dry_run: sync_op.dry_run,
+    };
+    let progress_apps = apps.clone();
+    let name = app.name().to_string();
+    let progress_state = Mutex::new(running);
+    let progress = move |message: String| {
+        let mut s = lock(&progress_state).clone();
+        if let Some(os) = s.operation_state.as_mut() {
+            os.message = message;
+        }
+        let apps = progress_apps.clone();
+        let name = name.clone();
+        // Progress is informative: written in the background, a failed write is not an error.
+        tokio::spawn(async move {
+            let body = json!({"status": {"operationState": s.operation_state}});
+            let _ = apps
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(body))
+                .await;
+        });
+    };
+    let result = sync::execute(shared, &cmp, &kinds, &req, &progress).await;
+    state.sync_result = Some(SyncOperationResult {
+        resources: result.resources,
+        revision: cmp.desired.revision.clone(),
+        source: Some(source.clone()),
+    });
+    if result.succeeded {
+        finish(&mut state, appapi::PHASE_SUCCEEDED, result.message);
+        status.conditions.retain(|c| c.type_ != "SyncError");
+        if !sync_op.dry_run {
+            let id = status.history.iter().map(|h| h.id).max().unwrap_or(-1) + 1;
+            status.history.push(RevisionHistory {
+                id,
+                revision: cmp.desired.revision.clone(),
+                deployed_at: now_rfc3339(),
+                deploy_started_at: Some(started_at),
+                source: source.clone(),
+                initiated_by: op.initiated_by.clone(),
+            });
+            let limit = app.revision_history_limit();
+            if status.history.len() > limit {
+                let excess = status.history.len() - limit;
+                status.history.drain(..excess);
+            }
+            if let Some(rollback_id) = sync_op.rollback_id {
+                status.lock = Some(Lock {
+                    revision: cmp.desired.revision.clone(),
+                    source: Some(source.clone()),
+                    history_id: Some(rollback_id),
+                    locked_by: if op.initiated_by.username.is_empty() {
+                        "unknown".into()
+                    } else {
+                        op.initiated_by.username.clone()
+                    },
+                    locked_at: now_rfc3339(),
+                });
+            }
+        }
+    } else {
+        finish(&mut state, appapi::PHASE_FAILED, result.message.clone());
+    }
+    status.operation_state = Some(state);
+}

@@ -1,0 +1,508 @@
+//! Sync execution: the engine's plan run group by group (stage, then wave) with server-side
+//! apply, each group waited on until its objects are Healthy before the next one starts.
+//!
+//! Before anything is written, every object to apply is applied once with `dryRun=All`: an
+//! object the cluster would refuse (invalid, forbidden, unknown) fails the sync with nothing
+//! applied.
+
+use capstan_api::annotations as ann;
+use capstan_api::application::ResourceResult;
+use capstan_engine::health::HealthStatus as Hs;
+use capstan_engine::plan::{
+    self, Action, PlanOptions, PropagationPolicy, Stage, SyncPlan, SyncStep,
+};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams,
+    PropagationPolicy as KubePropagation,
+};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::Shared;
+use crate::compare::{Comparison, describe, gvk_of};
+use crate::live::Watched;
+
+/// What a sync needs besides the comparison.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    /// Namespace of the Application.
+    pub app_namespace: String,
+    /// Name of the Application.
+    pub app_name: String,
+    /// Destination namespace.
+    pub destination_namespace: String,
+    /// Sync options (policy's and the operation's).
+    pub sync_options: Vec<String>,
+    /// Prune extraneous objects.
+    pub prune: bool,
+    /// Allow pruning everything when the render is empty.
+    pub allow_empty: bool,
+    /// Plan and dry-run only.
+    pub dry_run: bool,
+}
+
+/// How a sync ended.
+#[derive(Debug, Clone)]
+pub struct SyncOutcome {
+    /// All steps done.
+    pub succeeded: bool,
+    /// What happened, in words.
+    pub message: String,
+    /// Per object.
+    pub resources: Vec<ResourceResult>,
+}
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Namespace | Stage::Sync | Stage::Prune | Stage::PruneLast => "Sync",
+        Stage::PreSync => "PreSync",
+        Stage::PostSync => "PostSync",
+        Stage::SyncFail => "SyncFail",
+    }
+}
+
+/// Progress callback: called with a message at the start of each group.
+pub type Progress<'a> = &'a (dyn Fn(String) + Send + Sync);
+
+/// Plans and executes a sync of `cmp` (desired vs live).
+pub async fn execute(
+    shared: &Shared,
+    cmp: &Comparison,
+    kinds: &[Arc<Watched>],
+    req: &SyncRequest,
+    progress: Progress<'_>,
+) -> SyncOutcome {
+    let fail = |message: String| SyncOutcome {
+        succeeded: false,
+        message,
+        resources: Vec::new(),
+    };
+    if !cmp.shared.is_empty() {
+        return fail(format!(
+            "refusing to sync: {}; an object tracked by another application is never taken over",
+            cmp.shared.join("; ")
+        ));
+    }
+    let mut opts = PlanOptions::new(
+        &req.app_namespace,
+        &req.app_name,
+        &req.destination_namespace,
+    );
+    opts.sync_options = req.sync_options.clone();
+    opts.prune = req.prune;
+    opts.allow_empty = req.allow_empty;
+    opts.diff_status = cmp.diff_status.clone();
+    opts.cluster_scoped
+        .extend(cmp.cluster_scoped.iter().cloned());
+    opts.destination_namespace_exists = namespace_exists(shared, &req.destination_namespace).await;
+    let the_plan = match plan::plan(&cmp.desired.objects, &cmp.live, &opts) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot plan the sync: {e}")),
+    };
+    if let Err(message) = dry_run(shared, &the_plan, kinds).await {
+        return fail(message);
+    }
+    let mut resources: Vec<ResourceResult> = the_plan
+        .skipped
+        .iter()
+        .filter(|s| s.reason.to_ascii_lowercase().contains("prun"))
+        .map(|s| ResourceResult {
+            group: s.object_ref.group.clone(),
+            version: String::new(),
+            kind: s.object_ref.kind.clone(),
+            namespace: s.object_ref.namespace.clone(),
+            name: s.object_ref.name.clone(),
+            status: "PruneSkipped".into(),
+            message: s.reason.clone(),
+            sync_phase: "Sync".into(),
+            wave: 0,
+            hook_phase: String::new(),
+        })
+        .collect();
+    if req.dry_run {
+        for step in &the_plan.steps {
+            resources.push(result_of(step, "Synced", "dry run: not applied".into()));
+        }
+        return SyncOutcome {
+            succeeded: true,
+            message: format!(
+                "dry run: {} steps planned, nothing applied",
+                the_plan.steps.len()
+            ),
+            resources,
+        };
+    }
+
+    let groups = the_plan.groups();
+    let mut failure: Option<String> = None;
+    for (index, (stage, wave)) in groups.iter().enumerate() {
+        if *stage == Stage::SyncFail {
+            continue;
+        }
+        progress(format!(
+            "{} wave {} ({}/{})",
+            stage_name(*stage),
+            wave,
+            index + 1,
+            groups.len()
+        ));
+        let steps: Vec<&SyncStep> = the_plan
+            .steps
+            .iter()
+            .filter(|s| s.stage == *stage && s.wave == *wave)
+            .collect();
+        let mut to_wait: Vec<(Arc<Watched>, String, String, bool)> = Vec::new();
+        for step in &steps {
+            match run_step(shared, step).await {
+                Ok((watched, namespace, name)) => {
+                    let pruned = matches!(step.action, Action::Prune { .. });
+                    resources.push(result_of(
+                        step,
+                        if pruned { "Pruned" } else { "Synced" },
+                        String::new(),
+                    ));
+                    if let Some(w) = watched {
+                        to_wait.push((w, namespace, name, step.hook.is_some()));
+                    }
+                }
+                Err(message) => {
+                    resources.push(result_of(step, "SyncFailed", message.clone()));
+                    failure = Some(message);
+                    break;
+                }
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+        let more = groups[index + 1..]
+            .iter()
+            .any(|(s, _)| *s != Stage::SyncFail);
+        let has_hooks = to_wait.iter().any(|(_, _, _, hook)| *hook);
+        if (more || has_hooks)
+            && let Err(message) = wait_healthy(shared, &to_wait).await
+        {
+            failure = Some(format!("{} wave {wave}: {message}", stage_name(*stage)));
+            break;
+        }
+        // Hooks whose policy says so are deleted once they succeeded.
+        for step in &steps {
+            if let Some(hook) = &step.hook
+                && hook
+                    .delete_policies
+                    .contains(&capstan_engine::plan::HookDeletePolicy::HookSucceeded)
+                && let Err(e) = delete(shared, step, PropagationPolicy::Background).await
+            {
+                tracing::warn!(object = %step.object_ref, error = %e, "cannot delete hook");
+            }
+        }
+    }
+    if let Some(message) = failure {
+        for step in the_plan.steps.iter().filter(|s| s.stage == Stage::SyncFail) {
+            let outcome = run_step(shared, step).await;
+            resources.push(match outcome {
+                Ok(_) => result_of(step, "Synced", String::new()),
+                Err(e) => result_of(step, "SyncFailed", e),
+            });
+        }
+        return SyncOutcome {
+            succeeded: false,
+            message,
+            resources,
+        };
+    }
+    let applied = resources.iter().filter(|r| r.status == "Synced").count();
+    let pruned = resources.iter().filter(|r| r.status == "Pruned").count();
+    SyncOutcome {
+        succeeded: true,
+        message: format!("successfully synced: {applied} applied, {pruned} pruned"),
+        resources,
+    }
+}
+
+fn result_of(step: &SyncStep, status: &str, message: String) -> ResourceResult {
+    let version = step
+        .object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(|v| v.rsplit('/').next().unwrap_or(v).to_string())
+        .unwrap_or_default();
+    ResourceResult {
+        group: step.object_ref.group.clone(),
+        version,
+        kind: step.object_ref.kind.clone(),
+        namespace: step.object_ref.namespace.clone(),
+        name: step.object_ref.name.clone(),
+        status: status.to_string(),
+        message,
+        sync_phase: stage_name(step.stage).to_string(),
+        wave: step.wave,
+        hook_phase: if step.hook.is_some() {
+            if status == "SyncFailed" {
+                "Failed".into()
+            } else {
+                "Succeeded".into()
+            }
+        } else {
+            String::new()
+        },
+    }
+}
+
+async fn namespace_exists(shared: &Shared, namespace: &str) -> bool {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(shared.client.clone());
+    matches!(api.get_opt(namespace).await, Ok(Some(_)))
+}
+
+async fn api_for(
+    shared: &Shared,
+    obj: &Value,
+) -> Result<(Api<DynamicObject>, Arc<Watched>, ApiResource), String> {
+    let gvk = gvk_of(obj)?;
+    let watched = shared
+        .live
+        .watch(&gvk)
+        .await
+        .map_err(|e| format!("{}: {e}", describe(obj)))?;
+    let ar = watched.resource.clone();
+    let api = match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+        Some(ns) if watched.namespaced && !ns.is_empty() => {
+            Api::namespaced_with(shared.client.clone(), ns, &ar)
+        }
+        _ => Api::all_with(shared.client.clone(), &ar),
+    };
+    Ok((api, watched, ar))
+}
+
+fn name_of(obj: &Value) -> String {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Server-side dry run of every object the plan applies. Objects in a namespace the plan
+/// creates first cannot be dry-run before it exists; they are checked when applied.
+async fn dry_run(
+    shared: &Shared,
+    the_plan: &SyncPlan,
+    _kinds: &[Arc<Watched>],
+) -> Result<(), String> {
+    let created_namespaces: HashSet<String> = the_plan
+        .steps
+        .iter()
+        .filter(|s| s.object_ref.kind == "Namespace" && s.object_ref.group.is_empty())
+        .map(|s| s.object_ref.name.clone())
+        .collect();
+    for step in &the_plan.steps {
+        if !matches!(step.action, Action::Apply { .. }) || step.stage == Stage::SyncFail {
+            continue;
+        }
+        if created_namespaces.contains(&step.object_ref.namespace) {
+            continue;
+        }
+        let (api, _, _) = api_for(shared, &step.object).await?;
+        let params = PatchParams::apply(ann::FIELD_MANAGER).force().dry_run();
+        if let Err(e) = api
+            .patch(&name_of(&step.object), &params, &Patch::Apply(&step.object))
+            .await
+        {
+            return Err(format!(
+                "{} would be refused by the cluster (nothing was applied): {}",
+                step.object_ref,
+                kube_message(&e)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The API server's message of an error (no request bodies, so no Secret values).
+pub fn kube_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+type StepResult = Result<(Option<Arc<Watched>>, String, String), String>;
+
+async fn run_step(shared: &Shared, step: &SyncStep) -> StepResult {
+    let (api, watched, _) = api_for(shared, &step.object).await?;
+    let namespace = step.object_ref.namespace.clone();
+    match &step.action {
+        Action::Apply { .. } => {
+            // Client-side apply is not implemented; server-side apply is used for every
+            // object (ServerSideApply=false is accepted and treated as the default).
+            if let Some(hook) = &step.hook
+                && hook
+                    .delete_policies
+                    .contains(&capstan_engine::plan::HookDeletePolicy::BeforeHookCreation)
+            {
+                delete_and_wait(&api, &name_of(&step.object)).await?;
+            }
+            let params = PatchParams::apply(ann::FIELD_MANAGER).force();
+            let name = name_of(&step.object);
+            let applied = api
+                .patch(&name, &params, &Patch::Apply(&step.object))
+                .await
+                .map_err(|e| format!("{}: {}", step.object_ref, kube_message(&e)))?;
+            wait_cached(&watched, &applied).await;
+            Ok((Some(watched), namespace, name))
+        }
+        Action::Create => {
+            let obj: DynamicObject = serde_json::from_value(step.object.clone())
+                .map_err(|e| format!("{}: {e}", step.object_ref))?;
+            let created = api
+                .create(&PostParams::default(), &obj)
+                .await
+                .map_err(|e| format!("{}: {}", step.object_ref, kube_message(&e)))?;
+            let name = created.metadata.name.clone().unwrap_or_default();
+            wait_cached(&watched, &created).await;
+            Ok((Some(watched), namespace, name))
+        }
+        Action::Replace { force } => {
+            let name = name_of(&step.object);
+            let mut obj: DynamicObject = serde_json::from_value(step.object.clone())
+                .map_err(|e| format!("{}: {e}", step.object_ref))?;
+            let current = api
+                .get_opt(&name)
+                .await
+                .map_err(|e| format!("{}: {}", step.object_ref, kube_message(&e)))?;
+            let result = match current {
+                Some(live) => {
+                    obj.metadata.resource_version = live.metadata.resource_version.clone();
+                    match api.replace(&name, &PostParams::default(), &obj).await {
+                        Ok(o) => Ok(o),
+                        Err(_) if *force => {
+                            delete_and_wait(&api, &name).await?;
+                            obj.metadata.resource_version = None;
+                            api.create(&PostParams::default(), &obj).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                None => api.create(&PostParams::default(), &obj).await,
+            }
+            .map_err(|e| format!("{}: {}", step.object_ref, kube_message(&e)))?;
+            wait_cached(&watched, &result).await;
+            Ok((Some(watched), namespace, name))
+        }
+        Action::Prune { propagation } => {
+            delete(shared, step, *propagation).await?;
+            Ok((None, namespace, name_of(&step.object)))
+        }
+    }
+}
+
+async fn delete(
+    shared: &Shared,
+    step: &SyncStep,
+    propagation: PropagationPolicy,
+) -> Result<(), String> {
+    let (api, _, _) = api_for(shared, &step.object).await?;
+    let params = DeleteParams {
+        propagation_policy: Some(match propagation {
+            PropagationPolicy::Foreground => KubePropagation::Foreground,
+            PropagationPolicy::Background => KubePropagation::Background,
+            PropagationPolicy::Orphan => KubePropagation::Orphan,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&name_of(&step.object), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(format!("{}: {}", step.object_ref, kube_message(&e))),
+    }
+}
+
+async fn delete_and_wait(api: &Api<DynamicObject>, name: &str) -> Result<(), String> {
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(e) => return Err(format!("{name}: {}", kube_message(&e))),
+    }
+    for _ in 0..600 {
+        match api.get_opt(name).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => return Err(format!("{name}: {}", kube_message(&e))),
+        }
+    }
+    Err(format!("{name}: still present a minute after its deletion"))
+}
+
+/// Waits (briefly) until the watch delivered `written`, so that the comparison after a sync
+/// sees what the sync wrote rather than the state before it.
+async fn wait_cached(watched: &Watched, written: &DynamicObject) {
+    let Some(rv) = written.metadata.resource_version.as_deref() else {
+        return;
+    };
+    let namespace = written.metadata.namespace.clone().unwrap_or_default();
+    let name = written.metadata.name.clone().unwrap_or_default();
+    let target: Option<u64> = rv.parse().ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(cached) = watched.get(&namespace, &name) {
+            let current = cached.metadata.resource_version.as_deref();
+            let caught_up = match (current.and_then(|c| c.parse::<u64>().ok()), target) {
+                (Some(c), Some(t)) => c >= t,
+                _ => current == Some(rv),
+            };
+            if caught_up {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until every object of a group is Healthy (objects without health count as Healthy).
+/// Degraded fails at once; so does a failed hook.
+async fn wait_healthy(
+    shared: &Shared,
+    objects: &[(Arc<Watched>, String, String, bool)],
+) -> Result<(), String> {
+    let deadline = Instant::now() + shared.config.wave_timeout;
+    loop {
+        let mut pending = None;
+        for (watched, namespace, name, _) in objects {
+            let Some(live) = watched.get(namespace, name) else {
+                pending = Some(format!(
+                    "{} {namespace}/{name} is not there yet",
+                    watched.resource.kind
+                ));
+                continue;
+            };
+            let value = serde_json::to_value(&*live).unwrap_or(Value::Null);
+            match shared.health.assess(&value) {
+                None => {}
+                Some(h) if h.status == Hs::Healthy => {}
+                Some(h) if h.status == Hs::Degraded => {
+                    return Err(format!(
+                        "{} is Degraded{}",
+                        describe(&value),
+                        h.message.map(|m| format!(": {m}")).unwrap_or_default()
+                    ));
+                }
+                Some(h) => {
+                    pending = Some(format!(
+                        "{} is {}{}",
+                        describe(&value),
+                        h.status,
+                        h.message.map(|m| format!(": {m}")).unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        match pending {
+            None => return Ok(()),
+            Some(p) if Instant::now() >= deadline => {
+                return Err(format!("timed out waiting for health: {p}"));
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! End-to-end harness: a devcluster in-process, a Git repository made with the `git` CLI, and
+//! the controller running in-process against the cluster.
+
+#![allow(dead_code)]
+
+use capstan_api::application::{
+    Application, ApplicationDestination, ApplicationSource, ApplicationSpec, SyncPolicy,
+    SyncPolicyAutomated,
+};
+use capstan_controller::{Config, Controller, install_crd};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, PostParams};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub struct Env {
+    pub cluster: devcluster::DevCluster,
+    pub client: kube::Client,
+    pub repo: PathBuf,
+    pub apps: Api<Application>,
+    _dirs: Vec<tempfile::TempDir>,
+    controller: Option<tokio::task::JoinHandle<()>>,
+    cache: PathBuf,
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let cluster = devcluster::DevCluster::start(devcluster::Config::default())
+            .await
+            .expect("devcluster starts");
+        let client = cluster.client();
+        install_crd(&client).await.expect("CRD installs");
+        for ns in ["capstan", "demo"] {
+            let n: Namespace = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}
+            }))
+            .unwrap();
+            Api::<Namespace>::all(client.clone())
+                .create(&PostParams::default(), &n)
+                .await
+                .expect("namespace");
+        }
+        let repo_dir = tempfile::tempdir().unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let repo = repo_dir.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        let mut env = Env {
+            apps: Api::namespaced(client.clone(), "capstan"),
+            cluster,
+            client,
+            repo,
+            cache: cache_dir.path().to_path_buf(),
+            _dirs: vec![repo_dir, cache_dir],
+            controller: None,
+        };
+        env.start_controller();
+        env
+    }
+
+    pub fn start_controller(&mut self) {
+        let config = Config {
+            reconcile_interval: Duration::from_secs(2),
+            self_heal_backoff: Duration::from_millis(200),
+            wave_timeout: Duration::from_secs(60),
+            cache_dir: self.cache.clone(),
+            ..Config::default()
+        };
+        let controller = Controller::new(self.client.clone(), config).expect("controller");
+        self.controller = Some(tokio::spawn(controller.run()));
+    }
+
+    pub fn stop_controller(&mut self) {
+        if let Some(handle) = self.controller.take() {
+            handle.abort();
+        }
+    }
+
+    /// Writes files (path → content; `None` deletes) and commits them; returns the commit.
+    pub fn commit(&self, files: &[(&str, Option<&str>)], message: &str) -> String {
+        for (path, content) in files {
+            let full = self.repo.join(path);
+            match content {
+                Some(text) => {
+                    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+                    std::fs::write(&full, text).unwrap();
+                }
+                None => {
+                    let _ = std::fs::remove_file(&full);
+                }
+            }
+        }
+        git(&self.repo, &["add", "-A"]);
+        git(
+            &self.repo,
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        git(&self.repo, &["rev-parse", "HEAD"])
+    }
+
+    pub fn spec(&self, path: &str, automated: Option<SyncPolicyAutomated>) -> ApplicationSpec {
+        ApplicationSpec {
+            project: "default".into(),
+            source: ApplicationSource {
+                repo_url: self.repo.display().to_string(),
+                target_revision: "main".into(),
+                path: path.into(),
+                ..ApplicationSource::default()
+            },
+            destination: ApplicationDestination {
+                server: Some("https://kubernetes.default.svc".into()),
+                name: None,
+                namespace: "demo".into(),
+            },
+            sync_policy: automated.map(|a| SyncPolicy {
+                automated: Some(a),
+                ..SyncPolicy::default()
+            }),
+            ignore_differences: Vec::new(),
+            revision_history_limit: None,
+        }
+    }
+
+    pub async fn create_app(&self, name: &str, spec: ApplicationSpec) {
+        let mut app = Application::new("capstan", name, spec);
+        app.metadata.annotations = Some(
+            [(
+                capstan_api::annotations::REFRESH_INTERVAL.to_string(),
+                "1s".to_string(),
+            )]
+            .into(),
+        );
+        self.apps
+            .create(&PostParams::default(), &app)
+            .await
+            .expect("create app");
+    }
+
+    /// Polls the application until `pred` holds (bails out after two minutes with the last
+    /// status, so a broken controller fails the test instead of hanging it).
+    pub async fn until(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&Application) -> bool,
+    ) -> Application {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let app = self.apps.get(name).await.expect("get app");
+            if pred(&app) {
+                return app;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "application {name}: gave up waiting for {what}; last:\n{}",
+                    serde_json::to_string_pretty(&app).unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn until_cm(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(Option<&ConfigMap>) -> bool,
+    ) -> Option<ConfigMap> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), "demo");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let cm = api.get_opt(name).await.expect("get cm");
+            if pred(cm.as_ref()) {
+                return cm;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("ConfigMap {name}: gave up waiting for {what}; last: {cm:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn cm(&self, name: &str) -> Option<ConfigMap> {
+        Api::<ConfigMap>::namespaced(self.client.clone(), "demo")
+            .get_opt(name)
+            .await
+            .expect("get cm")
+    }
+}
+
+pub fn sync_status(app: &Application) -> String {
+    app.status
+        .as_ref()
+        .and_then(|s| s.sync.as_ref())
+        .map(|s| s.status.clone())
+        .unwrap_or_default()
+}
+
+pub fn health(app: &Application) -> String {
+    app.status
+        .as_ref()
+        .and_then(|s| s.health.as_ref())
+        .map(|s| s.status.clone())
+        .unwrap_or_default()
+}
+
+pub fn revision(app: &Application) -> String {
+    app.status
+        .as_ref()
+        .and_then(|s| s.sync.as_ref())
+        .map(|s| s.revision.clone())
+        .unwrap_or_default()
+}
+
+pub fn cm_yaml(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: \"{value}\"\n"
+    )
+}
+
+pub fn svc_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector:\n    app: {name}\n  ports:\n  - port: 80\n    targetPort: 8080\n"
+    )
+}
+
+pub fn cm_value(cm: Option<&ConfigMap>) -> Option<String> {
+    cm.and_then(|c| c.data.as_ref())
+        .and_then(|d| d.get("key").cloned())
+}
