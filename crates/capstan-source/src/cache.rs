@@ -663,18 +663,7 @@ impl RepoCache {
             )
             .map_err(gix_err);
         self.remote_checks.fetch_add(1, Ordering::Relaxed);
-        let prepare = match prepare {
-            Ok(p) => p,
-            // An empty remote advertises nothing; that is a state, not a transport failure.
-            Err(SourceError::Fetch { message, .. })
-                if message.contains("no refs") || message.contains("NoMapping") =>
-            {
-                state.advertised = Some(Advertised::default());
-                state.last_check = Some((Instant::now(), creds.clone()));
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
-        };
+        let prepare = prepare?;
         let advertised = advertised_refs(&prepare.ref_map().remote_refs);
         let unchanged = state.advertised.as_ref() == Some(&advertised);
         let all_present = advertised.objects().all(|id| repo.has_object(*id));

@@ -10,6 +10,21 @@
 //! Credentials are passed in per call ([`Credentials`]), held in [`Secret`]s that never print,
 //! handed to gix through an in-process credential callback (HTTP) or a temporary key file that is
 //! deleted after the operation (SSH), and never written into the cache directory.
+//!
+//! Policies worth knowing when wiring this in:
+//! - Credentials over plain `http://` are refused by gix in release builds ("Will not send
+//!   credentials in clear text"); use https. (Test builds allow it for the local test server.)
+//! - [`Credentials::Token`] is sent as basic auth with the user name `x-access-token`.
+//! - SSH runs the `ssh` program with `BatchMode=yes`, `IdentitiesOnly=yes` and
+//!   `StrictHostKeyChecking=yes` (or `accept-new` when asked); it never prompts.
+//! - The user's and system's git configuration are never read (no credential helpers, no
+//!   `insteadOf`, no prompts): behaviour depends only on the arguments.
+//! - A materialized tree never contains a symlink that resolves outside it: such links are left
+//!   out and listed in [`Tree::skipped_symlinks`].
+//! - Semver constraints follow Helm/Argo CD spelling (`>=1.2.0 <2`, `1.x`, `~1.2`, `a - b`,
+//!   `||`); a pre-release tag matches only when a comparator names a pre-release of the same
+//!   `major.minor.patch` (the `semver` crate's rule, stricter than Masterminds').
+//! - Nothing is evicted yet: object stores and trees stay until the cache directory is removed.
 
 mod cache;
 mod error;

@@ -443,7 +443,7 @@ fn bad_input_gives_clear_errors() {
         .resolve(&empty_url, &Credentials::None, "")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("HEAD"), "{err}");
+    assert!(err.contains("advertises no HEAD"), "{err}");
 }
 
 #[test]
