@@ -11,8 +11,10 @@ use serde_json::Value;
 
 async fn start(nodes: usize) -> (DevCluster, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut sim = devcluster::sim::SimConfig::default();
-    sim.nodes = nodes;
+    let sim = devcluster::sim::SimConfig {
+        nodes,
+        ..Default::default()
+    };
     let c = DevCluster::start(Config {
         kubeconfig: Some(dir.path().join("kubeconfig")),
         sim,
