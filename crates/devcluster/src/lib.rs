@@ -18,6 +18,7 @@ pub mod controllers;
 pub mod discovery;
 pub mod faults;
 pub mod rbac;
+pub mod protobuf;
 pub mod registry;
 pub mod server;
 pub mod sim;

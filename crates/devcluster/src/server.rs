@@ -495,13 +495,11 @@ fn write_verb(
         .to_ascii_lowercase();
     match verb {
         "create" | "update" => {
-            if !matches!(
-                essence.as_str(),
-                "application/json" | "application/yaml" | ""
-            ) {
-                return Err(ApiError::unsupported_media_type(&essence));
-            }
-            let obj = api::decode_body(body, &essence)?;
+            let obj = match essence.as_str() {
+                "application/json" | "application/yaml" | "" => api::decode_body(body, &essence)?,
+                crate::protobuf::CONTENT_TYPE => crate::protobuf::decode(body)?,
+                _ => return Err(ApiError::unsupported_media_type(&essence)),
+            };
             if verb == "create" {
                 api::create(state, op, obj)
             } else {
