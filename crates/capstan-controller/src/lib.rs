@@ -428,6 +428,9 @@ async fn reconcile(
             s.sync_result.as_ref().is_some_and(|r| {
                 r.revision == cmp.desired.revision && r.source.as_ref() == Some(&app.spec.source)
             }) || (s.phase != appapi::PHASE_SUCCEEDED
+                // A failed automated attempt at this revision is not repeated (as Argo CD);
+                // a refused manual request (by the lock, say) does not count.
+                && s.operation.initiated_by.automated
                 && s.operation
                     .sync
                     .as_ref()
