@@ -202,3 +202,27 @@ fn unreachable_and_missing_repositories_say_so() {
         .to_string();
     assert!(err.contains("ssh credentials cannot be used"), "{err}");
 }
+
+#[test]
+fn applications_refreshing_together_share_one_fetch() {
+    let s = setup(Some((USER, PASSWORD)));
+    let cache = std::sync::Arc::new(RepoCache::new(s.tmp.path().join("cache")).unwrap());
+    let url = RepoUrl::parse(&s.server.url("app")).unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let handles: Vec<_> = ["main", "v1.0.0", ""]
+        .into_iter()
+        .map(|rev| {
+            let (cache, barrier, url) = (cache.clone(), barrier.clone(), url.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                cache.resolve(&url, &basic(), rev)
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().unwrap().commit, s.repo.head());
+    }
+    assert_eq!(cache.stats().fetches, 1);
+    let posts = s.server.log().iter().filter(|r| r.method == "POST").count();
+    assert_eq!(posts, 1, "one pack negotiation: {:?}", s.server.log());
+}
