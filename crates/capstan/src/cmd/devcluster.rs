@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use devcluster::faults::{self, FaultConfig};
 
 /// Arguments of `capstan devcluster`.
 #[derive(Debug, clap::Args)]
@@ -18,14 +19,93 @@ pub struct Args {
     /// state lives in memory only.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Enforce RBAC: Roles, ClusterRoles and their bindings decide what each token may do
+    /// (the kubeconfig's admin token is in system:masters and may do everything).
+    #[arg(long)]
+    pub rbac: bool,
+    /// Fault injection for reliability tests (all off by default).
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+/// Fault injection flags; also settable at run time with `PUT /devcluster/faults`.
+#[derive(Debug, Default, clap::Args)]
+pub struct FaultArgs {
+    /// Fraction of requests that fail (0 to 1), e.g. 0.2.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub fault_error_rate: f64,
+    /// Status codes the failures answer, chosen at random (429 and 503 carry Retry-After: 1).
+    #[arg(long, value_name = "CODES", default_value = "500,503,429")]
+    pub fault_codes: String,
+    /// Latency added to every request, e.g. 50ms.
+    #[arg(long, value_name = "DURATION")]
+    pub fault_latency: Option<String>,
+    /// Up to this much more latency, at random, e.g. 20ms.
+    #[arg(long, value_name = "DURATION")]
+    pub fault_latency_jitter: Option<String>,
+    /// Watch streams are cut this long after they start, e.g. 5s.
+    #[arg(long, value_name = "DURATION")]
+    pub fault_drop_watch_after: Option<String>,
+    /// Refuse every write with 503 during START..END after start, e.g. 10s..30s.
+    #[arg(long, value_name = "START..END")]
+    pub fault_refuse_writes: Option<String>,
+    /// Random failures hit mutating requests only (create, update, patch, delete).
+    #[arg(long)]
+    pub fault_only_writes: bool,
+    /// Seed of the random choices, for reproducible runs.
+    #[arg(long, value_name = "N")]
+    pub fault_seed: Option<u64>,
+}
+
+impl FaultArgs {
+    /// The devcluster's fault configuration; a bad value names its flag.
+    pub fn config(&self) -> anyhow::Result<FaultConfig> {
+        let duration = |flag: &'static str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| faults::parse_duration(flag, s))
+                .transpose()
+        };
+        let config = FaultConfig {
+            error_rate: self.fault_error_rate,
+            codes: FaultConfig::parse_codes(&self.fault_codes).context("--fault-codes")?,
+            latency: duration("--fault-latency", &self.fault_latency)?,
+            latency_jitter: duration("--fault-latency-jitter", &self.fault_latency_jitter)?,
+            drop_watch_after: duration("--fault-drop-watch-after", &self.fault_drop_watch_after)?,
+            refuse_writes: false,
+            refuse_writes_window: self
+                .fault_refuse_writes
+                .as_deref()
+                .map(|w| faults::Window::parse("--fault-refuse-writes", w))
+                .transpose()?,
+            only_writes: self.fault_only_writes,
+            seed: self.fault_seed,
+        };
+        if !(0.0..=1.0).contains(&config.error_rate) {
+            anyhow::bail!(
+                "--fault-error-rate: {} is not a fraction between 0 and 1",
+                config.error_rate
+            );
+        }
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 /// Runs the subcommand and returns the process exit code.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
+    let faults = args.faults.config()?;
+    if faults.is_active() {
+        eprintln!(
+            "devcluster: injecting faults: {}",
+            serde_json::to_string(&faults).context("printing the fault configuration")?
+        );
+    }
     let cluster = devcluster::DevCluster::start(devcluster::Config {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         kubeconfig: Some(args.kubeconfig.clone()),
+        rbac: args.rbac,
+        faults,
         ..devcluster::Config::default()
     })
     .await
