@@ -18,6 +18,7 @@ mod cronjob;
 mod daemonset;
 mod deployment;
 mod events;
+mod gc;
 mod hpa;
 mod job;
 mod pod;
@@ -52,7 +53,7 @@ pub struct SimConfig {
     pub pod_ready_delay: Duration,
     /// Number of simulated nodes (`devcluster-node-0` …); DaemonSets run one pod on each.
     pub nodes: usize,
-    /// Whether the simulated controllers run at all.
+    /// Whether the simulated controllers run at all (the garbage collector always runs).
     pub enabled: bool,
 }
 
@@ -257,8 +258,10 @@ pub(crate) struct Sim {
     events: events::Recorder,
 }
 
-/// Starts the simulation loop; it stops when `shutdown` turns true.
+/// Starts the garbage collector and (when enabled) the simulation loop; they stop when
+/// `shutdown` turns true.
 pub fn spawn(state: Arc<State>, cfg: SimConfig, shutdown: watch::Receiver<bool>) {
+    gc::spawn(state.clone(), shutdown.clone());
     if !cfg.enabled {
         return;
     }
