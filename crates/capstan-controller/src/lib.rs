@@ -738,3 +738,10 @@ async fn run_operation(
     }
     status.operation_state = Some(state);
 }
+
+/// Selects ring as the process's TLS provider (once; later calls do nothing). Call it before
+/// building a kube client in a binary that links several rustls backends.
+pub fn ensure_crypto_provider() {
+    // An error only means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

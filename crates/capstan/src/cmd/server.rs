@@ -38,6 +38,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// A client from a kubeconfig file, or the default configuration when `None`.
 pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    capstan_controller::ensure_crypto_provider();
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)

@@ -1,0 +1,220 @@
+//! `capstan install`, `capstan server` and `capstan app …` end to end: the built binary against
+//! an in-process devcluster, with kubectl applying what `install` prints and a real Git
+//! repository made with the `git` CLI.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "capstan-cli-app-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills the server when the test ends, passed or not.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn capstan(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("CAPSTAN_USER", "cli-tester")
+        .output()
+        .expect("capstan runs")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_server_and_app_commands_deploy_an_application() {
+    let cluster = devcluster::DevCluster::start(devcluster::Config::default())
+        .await
+        .unwrap();
+    let kubeconfig = cluster.kubeconfig_path().to_path_buf();
+    let tmp = TempDir::new("e2e");
+
+    // `capstan install` output is accepted by kubectl (CRD schema, RBAC, Deployment).
+    let manifests = ok(capstan(&kubeconfig, &["install"]), "capstan install");
+    let mut apply = Command::new("kubectl")
+        .args(["apply", "-f", "-", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        apply
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifests.as_bytes())
+            .unwrap();
+    }
+    let applied = ok(apply.wait_with_output().unwrap(), "kubectl apply");
+    assert!(
+        applied.contains("customresourcedefinition.apiextensions.k8s.io/applications.capstan.dev"),
+        "{applied}"
+    );
+    let ns = Command::new("kubectl")
+        .args(["create", "namespace", "demo", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    ok(ns, "kubectl create namespace");
+
+    // A repository with one ConfigMap.
+    let repo = tmp.0.join("repo");
+    std::fs::create_dir_all(repo.join("app")).unwrap();
+    std::fs::write(
+        repo.join("app/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-git\ndata:\n  greeting: hello\n",
+    )
+    .unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+
+    let cache = tmp.0.join("cache");
+    let _server = Server(
+        Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args(["server", "--reconcile-interval", "1s", "--cache-dir"])
+            .arg(&cache)
+            .env("KUBECONFIG", &kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let repo_url = repo.display().to_string();
+    ok(
+        capstan(
+            &kubeconfig,
+            &[
+                "app",
+                "create",
+                "hello",
+                "--repo",
+                &repo_url,
+                "--path",
+                "app",
+                "--revision",
+                "main",
+                "--dest-namespace",
+                "demo",
+            ],
+        ),
+        "app create",
+    );
+    // Not automated: a manual sync with --wait reports the objects.
+    let synced = ok(
+        capstan(
+            &kubeconfig,
+            &["app", "sync", "hello", "--wait", "--timeout", "2m"],
+        ),
+        "app sync --wait",
+    );
+    assert!(synced.contains("Succeeded"), "{synced}");
+    assert!(synced.contains("ConfigMap demo/from-git"), "{synced}");
+    ok(
+        capstan(
+            &kubeconfig,
+            &["app", "wait", "hello", "--sync", "--timeout", "2m"],
+        ),
+        "app wait",
+    );
+
+    let list: Value = serde_json::from_str(&ok(
+        capstan(&kubeconfig, &["app", "list", "-o", "json"]),
+        "list",
+    ))
+    .unwrap();
+    assert_eq!(list[0]["metadata"]["name"], "hello");
+    assert_eq!(list[0]["status"]["sync"]["status"], "Synced");
+    let history: Value = serde_json::from_str(&ok(
+        capstan(&kubeconfig, &["app", "history", "hello", "-o", "json"]),
+        "history",
+    ))
+    .unwrap();
+    assert_eq!(history[0]["id"], 0);
+    assert_eq!(history[0]["initiatedBy"]["username"], "cli-tester");
+
+    // kubectl sees the object and the printer columns of the CRD.
+    let cm = Command::new("kubectl")
+        .args([
+            "get",
+            "configmap",
+            "from-git",
+            "-n",
+            "demo",
+            "-o",
+            "json",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    let cm: Value = serde_json::from_str(&ok(cm, "kubectl get cm")).unwrap();
+    assert_eq!(cm["data"]["greeting"], "hello");
+    let table = Command::new("kubectl")
+        .args(["get", "applications", "-n", "capstan", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    let table = ok(table, "kubectl get applications");
+    assert!(table.contains("SYNC STATUS"), "{table}");
+    assert!(table.contains("Synced"), "{table}");
+
+    // diff: in sync → exit 0.
+    let diff = capstan(&kubeconfig, &["app", "diff", "hello"]);
+    assert_eq!(diff.status.code(), Some(0));
+}
