@@ -653,6 +653,22 @@ fn watch_response(
             && pinned.as_deref().is_none_or(|n| n == ename)
             && sel.matches(ens, ename, bytes)
     };
+    // What this watcher sees of a change: a modification that moves an object into or out of
+    // the selection is an ADDED or a DELETED for it.
+    let decide = move |e: &crate::store::Event| -> Option<EventType> {
+        let now = matches(&e.namespace, &e.name, &e.bytes);
+        match (e.kind, &e.prev) {
+            (EventType::Modified, Some(prev)) => {
+                match (matches(&e.namespace, &e.name, prev), now) {
+                    (true, true) => Some(EventType::Modified),
+                    (false, true) => Some(EventType::Added),
+                    (true, false) => Some(EventType::Deleted),
+                    (false, false) => None,
+                }
+            }
+            (kind, _) => now.then_some(kind),
+        }
+    };
     tokio::spawn(async move {
         let (initial, mut events, subscribed_rv) = match started {
             Ok(s) => s,
@@ -669,11 +685,9 @@ fn watch_response(
         let mut seen_rv = min_rv.max(subscribed_rv);
         let mut last_rv = min_rv;
         for e in initial {
-            if !matches(&e.namespace, &e.name, &e.bytes) {
-                continue;
-            }
+            let Some(kind) = decide(&e) else { continue };
             last_rv = last_rv.max(e.rv);
-            if tx.send(render(e.kind, &e.bytes)).await.is_err() {
+            if tx.send(render(kind, &e.bytes)).await.is_err() {
                 return;
             }
         }
@@ -689,11 +703,12 @@ fn watch_response(
                 ev = events.recv() => match ev {
                     Ok(e) => {
                         seen_rv = seen_rv.max(e.rv);
-                        if &*e.key != skey.as_str() || e.rv <= min_rv || !matches(&e.namespace, &e.name, &e.bytes) {
+                        if &*e.key != skey.as_str() || e.rv <= min_rv {
                             continue;
                         }
+                        let Some(kind) = decide(&e) else { continue };
                         last_rv = last_rv.max(e.rv);
-                        render(e.kind, &e.bytes)
+                        render(kind, &e.bytes)
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let _ = tx.send(expired_line(format!(

@@ -58,6 +58,10 @@ pub struct Event {
     pub kind: EventType,
     /// The object after the change (for a delete: the last state, with the delete's rv).
     pub bytes: Bytes,
+    /// For a modification, the object before it: a watch with a selector turns a change that
+    /// enters or leaves the selection into ADDED or DELETED, as Kubernetes does. Shared with
+    /// the replaced version, so it costs no copy.
+    pub prev: Option<Bytes>,
 }
 
 /// A stored object.
@@ -283,6 +287,7 @@ impl Store {
             (Expect::Rv(rv), Some(cur)) if cur.rv != rv => return Err(StoreError::Conflict),
             _ => {}
         }
+        let prev = current.map(|c| c.bytes.clone());
         let (kind, bytes) = match object {
             Some(obj) => {
                 set_rv(obj, new_rv);
@@ -351,6 +356,11 @@ impl Store {
             rv: new_rv,
             kind,
             bytes: bytes.clone(),
+            prev: if kind == EventType::Modified {
+                prev
+            } else {
+                None
+            },
         });
         ts.history.push_back(event.clone());
         while ts.history.len() > limit {
@@ -383,6 +393,7 @@ impl Store {
                         rv: st.rv,
                         kind: EventType::Added,
                         bytes: st.bytes.clone(),
+                        prev: None,
                     })
                 })
                 .collect(),

@@ -1009,3 +1009,65 @@ async fn deletecollection_and_namespace_termination() {
     }
     assert!(namespaces.get_opt("dc").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn watch_with_a_label_selector_sees_objects_enter_and_leave() {
+    let c = common::cluster().await;
+    let client = c.client();
+    make_ns(&client, "sel").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "sel");
+    cms.create(
+        &PostParams::default(),
+        &cm("x", json!({"team": "a"}), json!({})),
+    )
+    .await
+    .unwrap();
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let label = |team: &str| Patch::Merge(json!({"metadata": {"labels": {"team": team}}}));
+    cms.patch("x", &PatchParams::default(), &label("b"))
+        .await
+        .unwrap(); // enters
+    cms.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "v"}})),
+    )
+    .await
+    .unwrap(); // changes inside
+    cms.patch("x", &PatchParams::default(), &label("c"))
+        .await
+        .unwrap(); // leaves
+    cms.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "w"}})),
+    )
+    .await
+    .unwrap(); // changes outside: not seen
+    cms.patch("x", &PatchParams::default(), &label("b"))
+        .await
+        .unwrap(); // enters again
+    let events: Vec<WatchEvent<ConfigMap>> = cms
+        .watch(&WatchParams::default().labels("team=b").timeout(1), &rv)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            WatchEvent::Added(_) => Some("ADDED"),
+            WatchEvent::Modified(_) => Some("MODIFIED"),
+            WatchEvent::Deleted(_) => Some("DELETED"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED", "ADDED"]);
+}
