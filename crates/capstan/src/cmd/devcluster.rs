@@ -23,6 +23,13 @@ pub struct Args {
     /// (the kubeconfig's admin token is in system:masters and may do everything).
     #[arg(long)]
     pub rbac: bool,
+    /// Time from a simulated pod's creation to its Ready condition (half of it to Running),
+    /// e.g. 200ms or 2s.
+    #[arg(long, value_name = "DURATION", default_value = "200ms")]
+    pub pod_ready_delay: String,
+    /// Number of simulated nodes; DaemonSets run one pod on each.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub nodes: usize,
     /// Fault injection for reliability tests (all off by default).
     #[command(flatten)]
     pub faults: FaultArgs,
@@ -100,12 +107,21 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             serde_json::to_string(&faults).context("printing the fault configuration")?
         );
     }
+    let pod_ready_delay = faults::parse_duration("--pod-ready-delay", &args.pod_ready_delay)?;
+    if args.nodes == 0 {
+        anyhow::bail!("--nodes: at least one node is needed");
+    }
     let cluster = devcluster::DevCluster::start(devcluster::Config {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         kubeconfig: Some(args.kubeconfig.clone()),
         rbac: args.rbac,
         faults,
+        sim: devcluster::sim::SimConfig {
+            pod_ready_delay,
+            nodes: args.nodes,
+            ..Default::default()
+        },
         ..devcluster::Config::default()
     })
     .await
