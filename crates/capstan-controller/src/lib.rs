@@ -290,6 +290,17 @@ async fn reconcile_entry(
         )));
     }
     let last_self_heal = memo.and_then(|m| m.last_self_heal);
+    // The watch's copy may lag behind our own last status write; decisions about operations and
+    // history are made on the current object.
+    let apps: Api<Application> = Api::namespaced(shared.client.clone(), app.namespace());
+    let Some(app) = apps
+        .get_opt(app.name())
+        .await
+        .map_err(|e| ControllerError::kube(format!("reading application {}", app.name()), e))?
+    else {
+        lock(&shared.memo).remove(&key);
+        return Ok(Action::await_change());
+    };
     let outcome = reconcile(&shared, &app, due, last_self_heal).await?;
     lock(&shared.memo).insert(
         key.clone(),
@@ -394,7 +405,21 @@ async fn reconcile(
 
     // A requested operation, or an automated sync.
     let mut ran_operation = false;
-    if let Some(op) = &app.operation {
+    // An operation still Running in the status was interrupted (the controller stopped in the
+    // middle of it: within one process the final status is written before the next reconcile).
+    // It is run again from the start: applying is idempotent, and it ends in one history entry.
+    let interrupted = previous
+        .operation_state
+        .as_ref()
+        .filter(|s| s.phase == appapi::PHASE_RUNNING)
+        .map(|s| s.operation.clone());
+    if app.operation.is_none()
+        && let Some(op) = interrupted
+    {
+        tracing::info!(app = app.name(), "resuming an interrupted sync");
+        run_operation(shared, app, op, &mut status).await;
+        ran_operation = true;
+    } else if let Some(op) = &app.operation {
         let already_done = previous.operation_state.as_ref().is_some_and(|s| {
             &s.operation == op && s.phase != appapi::PHASE_RUNNING && s.finished_at.is_some()
         });
@@ -679,21 +704,22 @@ async fn run_operation(
     };
     let progress_apps = apps.clone();
     let name = app.name().to_string();
-    let progress_state = Mutex::new(running);
-    let progress = move |message: String| {
-        let mut s = lock(&progress_state).clone();
-        if let Some(os) = s.operation_state.as_mut() {
+    let running_state = running.operation_state.clone();
+    let progress = move |message: String| -> futures::future::BoxFuture<'static, ()> {
+        let mut state = running_state.clone();
+        if let Some(os) = state.as_mut() {
             os.message = message;
         }
         let apps = progress_apps.clone();
         let name = name.clone();
-        // Progress is informative: written in the background, a failed write is not an error.
-        tokio::spawn(async move {
-            let body = json!({"status": {"operationState": s.operation_state}});
+        // Awaited by the executor, so a progress write never lands after the final status;
+        // it is informative, so a failed write is not an error.
+        Box::pin(async move {
+            let body = json!({"status": {"operationState": state}});
             let _ = apps
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(body))
                 .await;
-        });
+        })
     };
     let result = sync::execute(shared, &cmp, &kinds, &req, &progress).await;
     state.sync_result = Some(SyncOperationResult {

@@ -63,8 +63,10 @@ fn stage_name(stage: Stage) -> &'static str {
     }
 }
 
-/// Progress callback: called with a message at the start of each group.
-pub type Progress<'a> = &'a (dyn Fn(String) + Send + Sync);
+/// Progress callback: called with a message at the start of each group; the executor awaits
+/// the returned future before going on.
+pub type Progress<'a> =
+    &'a (dyn Fn(String) -> futures::future::BoxFuture<'static, ()> + Send + Sync);
 
 /// Plans and executes a sync of `cmp` (desired vs live).
 pub async fn execute(
@@ -147,7 +149,8 @@ pub async fn execute(
             wave,
             index + 1,
             groups.len()
-        ));
+        ))
+        .await;
         let steps: Vec<&SyncStep> = the_plan
             .steps
             .iter()
