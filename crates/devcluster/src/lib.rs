@@ -17,8 +17,8 @@ pub mod auth;
 pub mod controllers;
 pub mod discovery;
 pub mod faults;
-pub mod rbac;
 pub mod protobuf;
+pub mod rbac;
 pub mod registry;
 pub mod server;
 pub mod sim;
@@ -73,6 +73,9 @@ pub enum Error {
     /// The fault injection configuration is invalid.
     #[error("fault injection: {0}")]
     Faults(#[from] faults::FaultError),
+    /// The default RBAC roles could not be written.
+    #[error("cannot write the default RBAC roles: {0}")]
+    Rbac(String),
 }
 
 /// How to start a cluster.
@@ -266,6 +269,9 @@ impl DevCluster {
             server_address,
         });
         state.rbac.attach(&state);
+        if config.rbac {
+            rbac::bootstrap(&state).map_err(|e| Error::Rbac(e.to_string()))?;
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(server::serve(
             listener,
@@ -274,6 +280,9 @@ impl DevCluster {
             shutdown_rx.clone(),
         ));
         rbac::spawn_token_controller(state.clone(), shutdown_rx.clone());
+        if config.rbac {
+            rbac::spawn_aggregation(state.clone(), shutdown_rx.clone());
+        }
         controllers::spawn(state.clone(), config.sim.clone(), shutdown_rx);
 
         let (kubeconfig_path, temp_dir) = match &config.kubeconfig {

@@ -28,8 +28,11 @@
 //!   asking the authorizer — what the default `system:discovery` and
 //!   `system:public-info-viewer` bindings to `system:authenticated` grant on a real cluster.
 //!   `nonResourceURLs` rules are evaluated for SelfSubjectAccessReviews.
-//! - Aggregated ClusterRoles are not aggregated (their stored rules are used as they are).
+//! - With RBAC on, the default roles exist as on a real cluster (`cluster-admin` for
+//!   `system:masters`, `admin`/`edit`/`view` aggregated from labelled ClusterRoles, the
+//!   discovery and basic-user roles for `system:authenticated`); see [`bootstrap`].
 
+mod bootstrap;
 mod proto;
 mod review;
 mod tokens;
@@ -45,6 +48,7 @@ use crate::auth::{Attributes, Authorizer, UserInfo};
 use crate::status::ApiError;
 use crate::store::{Event, EventType};
 
+pub use bootstrap::{aggregate, bootstrap, spawn_aggregation};
 pub use review::self_subject_access_review;
 pub use tokens::{SigningKey, spawn_token_controller, token_request};
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{kubectl, kubectl_bin, kubectl_ok};
 use devcluster::{Config, DevCluster};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -558,4 +559,109 @@ async fn tokens_authenticate_service_accounts_until_they_are_deleted() {
     let (_, c) = env.as_token("bogus", "not-a-token").await;
     let cms: Api<ConfigMap> = Api::namespaced(c, "team");
     assert_eq!(api_err(cms.list(&ListParams::default()).await).code, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_roles_exist_and_aggregate_like_kubernetes() {
+    let env = start(None).await;
+    env.admin(&["apply", "-f", "-"], Some(SETUP)).await;
+    let names = env
+        .admin(&["get", "clusterroles", "-o", "name"], None)
+        .await;
+    for want in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:discovery",
+        "system:basic-user",
+    ] {
+        assert!(
+            names
+                .lines()
+                .any(|l| l == format!("clusterrole.rbac.authorization.k8s.io/{want}")),
+            "{want} missing from {names}"
+        );
+    }
+    let bindings = env
+        .admin(&["get", "clusterrolebindings", "-o", "name"], None)
+        .await;
+    assert!(bindings.contains("clusterrolebinding.rbac.authorization.k8s.io/cluster-admin"));
+
+    // `edit` in one namespace: writes there, nothing elsewhere, no RBAC objects (admin only).
+    env.admin(
+        &["apply", "-f", "-"],
+        Some(
+            "{apiVersion: rbac.authorization.k8s.io/v1, kind: RoleBinding, \
+              metadata: {name: reader-edits, namespace: team}, \
+              roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}, \
+              subjects: [{kind: ServiceAccount, name: reader, namespace: team}]}",
+        ),
+    )
+    .await;
+    let token = token_for(env.cluster.client(), "team", "reader").await;
+    let (kc, client) = env.as_token("reader", &token).await;
+    let team: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
+    team.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "mine"}})).unwrap(),
+    )
+    .await
+    .expect("edit creates configmaps (aggregated from system:aggregate-to-edit)");
+    team.get("settings")
+        .await
+        .expect("edit includes view (aggregated twice)");
+    let other: Api<ConfigMap> = Api::namespaced(client.clone(), "other");
+    assert_eq!(api_err(other.get("settings").await).code, 403);
+    let k = &env.kubectl;
+    let no = kubectl(
+        k,
+        &kc,
+        &["auth", "can-i", "create", "roles", "-n", "team"],
+        None,
+    )
+    .await;
+    assert_eq!(no.stdout.trim(), "no");
+
+    // A role labelled aggregate-to-view extends view, edit and admin. (Asked with a
+    // SelfSubjectAccessReview from kube-rs: kubectl maps a resource unknown to discovery to
+    // group "", as it does against any cluster.)
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let may_list_widgets = || async {
+        let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+            "spec": {"resourceAttributes": {"namespace": "team", "verb": "list",
+                "group": "example.com", "resource": "widgets"}}}))
+        .unwrap();
+        let answer = reviews
+            .create(&PostParams::default(), &review)
+            .await
+            .unwrap();
+        answer.status.expect("the review has a status").allowed
+    };
+    assert!(!may_list_widgets().await);
+    env.admin(
+        &["apply", "-f", "-"],
+        Some(
+            "{apiVersion: rbac.authorization.k8s.io/v1, kind: ClusterRole, \
+              metadata: {name: widget-viewer, labels: {rbac.authorization.k8s.io/aggregate-to-view: \"true\"}}, \
+              rules: [{apiGroups: [example.com], resources: [widgets], verbs: [get, list, watch]}]}",
+        ),
+    )
+    .await;
+    let mut aggregated = false;
+    for _ in 0..200 {
+        if may_list_widgets().await {
+            aggregated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        aggregated,
+        "the aggregation controller extended edit through view"
+    );
+    let view = env
+        .admin(&["get", "clusterrole", "view", "-o", "json"], None)
+        .await;
+    assert!(view.contains("\"example.com\""), "{view}");
 }
