@@ -843,8 +843,23 @@ pub fn patch(state: &State, op: &Op, kind: PatchKind, patch: Value) -> Result<Re
     if op.subresource.as_deref() == Some("scale") {
         return update_scale(state, op, Change::Patch(kind, &patch));
     }
+    // Unknown top-level fields a patch would add: the keys of a merge patch, the first path
+    // segments of a JSON patch.
+    let touched = match (kind, &patch) {
+        (PatchKind::Json, Value::Array(ops)) => Value::Object(
+            ops.iter()
+                .filter_map(|o| o.get("path").and_then(Value::as_str))
+                .filter_map(|p| p.split('/').nth(1))
+                .map(|k| (k.replace("~1", "/").replace("~0", "~"), Value::Null))
+                .collect(),
+        ),
+        (_, v) => v.clone(),
+    };
+    let warnings = unknown_fields(op, &touched)?;
     let body = write_loop(state, op, Change::Patch(kind, &patch))?;
-    Ok(Reply::new(200, body))
+    let mut reply = Reply::new(200, body);
+    reply.warnings = warnings;
+    Ok(reply)
 }
 
 /// Reads the live object, computes the new one, commits; retries when someone else wrote in
@@ -932,8 +947,6 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
                     ));
                 }
                 check_kind(op, &mut new)?;
-                let warnings = unknown_fields(op, &new)?;
-                let _ = warnings;
                 apply::record_update(
                     &info.hints,
                     Some(&live),

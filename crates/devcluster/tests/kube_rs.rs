@@ -905,6 +905,52 @@ async fn bad_input_gets_status_errors() {
         400,
         "BadRequest",
     );
+    // Unknown fields in patches: refused under Strict, a Warning header otherwise.
+    raw(
+        &client,
+        "POST",
+        url,
+        "application/json",
+        br#"{"metadata":{"name":"p"}}"#.to_vec(),
+    )
+    .await;
+    check(
+        raw(
+            &client,
+            "PATCH",
+            &format!("{url}/p?fieldValidation=Strict"),
+            "application/merge-patch+json",
+            br#"{"dta":{}}"#.to_vec(),
+        )
+        .await,
+        400,
+        "BadRequest",
+    );
+    check(
+        raw(
+            &client,
+            "PATCH",
+            &format!("{url}/p?fieldValidation=Strict"),
+            "application/json-patch+json",
+            br#"[{"op":"add","path":"/dta","value":{}}]"#.to_vec(),
+        )
+        .await,
+        400,
+        "BadRequest",
+    );
+    let req = http::Request::builder()
+        .method("PATCH")
+        .uri(format!("{url}/p"))
+        .header("content-type", "application/merge-patch+json")
+        .body(kube::client::Body::from(br#"{"dta":{"a":"b"}}"#.to_vec()))
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let warning = resp
+        .headers()
+        .get("warning")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(warning.as_deref(), Some(r#"299 - "unknown field \"dta\"""#));
     // After all that, the server still answers.
     let (code, _) = raw(&client, "GET", url, "application/json", vec![]).await;
     assert_eq!(code, 200);
