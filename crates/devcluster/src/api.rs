@@ -236,7 +236,7 @@ fn unknown_fields(op: &Op, obj: &Value) -> Result<Vec<String>, ApiError> {
         .as_object()
         .map(|m| {
             m.keys()
-                .filter(|k| !allowed.iter().any(|a| a == *k))
+                .filter(|k| !k.starts_with('$') && !allowed.iter().any(|a| a == *k))
                 .map(|k| format!("unknown field \"{k}\""))
                 .collect()
         })
@@ -843,7 +843,8 @@ pub fn patch(state: &State, op: &Op, kind: PatchKind, patch: Value) -> Result<Re
     if op.subresource.as_deref() == Some("scale") {
         return update_scale(state, op, Change::Patch(kind, &patch));
     }
-    // Unknown top-level fields a patch would add: the keys of a merge patch, the first path
+    // Unknown top-level fields a patch would add: the keys of a merge patch (strategic merge
+    // directives such as `$setElementOrder/…` are not fields), the first path
     // segments of a JSON patch.
     let touched = match (kind, &patch) {
         (PatchKind::Json, Value::Array(ops)) => Value::Object(
