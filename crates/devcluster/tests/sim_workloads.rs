@@ -501,3 +501,50 @@ spec:
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cronjob_runs_a_job_at_the_next_minute() {
+    let (c, _dir) = start(1).await;
+    apply(
+        &c,
+        r#"apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick, namespace: default}
+spec:
+  schedule: "* * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers: [{name: tick, image: "busybox:1"}]
+"#,
+    )
+    .await;
+    // The next minute boundary is at most 60 s away.
+    let cj = eventually(90, "a scheduled job to complete", || async {
+        let cj = get_json(&c, &["cronjob", "tick"]).await;
+        cj["status"]["lastSuccessfulTime"].is_string().then_some(cj)
+    })
+    .await;
+    let scheduled = cj["status"]["lastScheduleTime"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = chrono::DateTime::parse_from_rfc3339(&scheduled).unwrap();
+    assert_eq!(t.timestamp() % 60, 0, "scheduled on a minute boundary");
+    let jobs = items(&get_json(&c, &["jobs"]).await);
+    let name = format!("tick-{}", t.timestamp() / 60);
+    let job = jobs
+        .iter()
+        .find(|j| j["metadata"]["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("no job {name} in {jobs:?}"));
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    assert_eq!(
+        job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"],
+        scheduled.as_str()
+    );
+    assert_eq!(condition(job, "Complete").unwrap()["status"], "True");
+    let events = run(&c, &["get", "events"]).await;
+    assert!(events.contains(&format!("Created job {name}")), "{events}");
+}

@@ -177,6 +177,15 @@ impl Kind {
         format!("{g}/{r}")
     }
 
+    /// The kind stored under a storage key ("apps/deployments").
+    fn from_storage_key(skey: &str) -> Option<Kind> {
+        let (group, resource) = skey.split_once('/')?;
+        Kind::ALL.into_iter().find(|k| {
+            let (g, _, r) = k.gvr();
+            g == group && r == resource
+        })
+    }
+
     /// The kind of an owner reference (`apps/v1` `Deployment` …), if simulated.
     fn from_owner(api_version: &str, kind: &str) -> Option<Kind> {
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
@@ -238,6 +247,8 @@ pub(crate) struct Sim {
     queue: VecDeque<Key>,
     queued: HashSet<Key>,
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    /// The earliest pending timer of each key, so repeated reconciles do not pile up timers.
+    pending: HashMap<Key, Instant>,
     /// owner uid → its children (same namespace as the owner).
     children: HashMap<String, BTreeSet<(Kind, String)>>,
     /// child → the uids of its owners (to undo the index when the child changes).
@@ -291,6 +302,7 @@ impl Sim {
             queue: VecDeque::new(),
             queued: HashSet::new(),
             timers: BinaryHeap::new(),
+            pending: HashMap::new(),
             children: HashMap::new(),
             owners_of: HashMap::new(),
             services: HashMap::new(),
@@ -366,7 +378,10 @@ impl Sim {
             if *t > now {
                 break;
             }
-            if let Some(Reverse((_, key))) = self.timers.pop() {
+            if let Some(Reverse((t, key))) = self.timers.pop() {
+                if self.pending.get(&key) == Some(&t) {
+                    self.pending.remove(&key);
+                }
                 self.enqueue(key);
             }
         }
@@ -379,7 +394,14 @@ impl Sim {
     }
 
     fn after(&mut self, delay: Duration, key: Key) {
-        self.timers.push(Reverse((Instant::now() + delay, key)));
+        let now = Instant::now();
+        let at = now + delay;
+        // An earlier timer of the same key is enough: its reconcile sets the next one.
+        if self.pending.get(&key).is_some_and(|t| *t <= at && *t > now) {
+            return;
+        }
+        self.pending.insert(key.clone(), at);
+        self.timers.push(Reverse((at, key)));
     }
 
     /// Missed changes (or start-up): rebuild the indexes from the store and reconcile all.
@@ -410,7 +432,7 @@ impl Sim {
     }
 
     fn observe(&mut self, ev: &Event) {
-        let Some(kind) = Kind::ALL.into_iter().find(|k| k.storage_key() == *ev.key) else {
+        let Some(kind) = Kind::from_storage_key(&ev.key) else {
             return;
         };
         if kind == Kind::Event || kind == Kind::Endpoints {
