@@ -9,7 +9,7 @@ use capstan_engine::diff::{self, DiffOptions, DiffStatus, IgnoreDifference};
 use capstan_engine::health::{self, Health, HealthStatus as Hs};
 use capstan_render::{RenderContext, SourceOptions};
 use capstan_source::{Credentials, RepoUrl};
-use kube::api::{DynamicObject, GroupVersionKind};
+use kube::api::GroupVersionKind;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -228,11 +228,6 @@ pub async fn prepare_kinds(
     Ok(kinds.into_values().collect())
 }
 
-fn to_value(obj: &DynamicObject) -> Value {
-    // DynamicObject always serializes (it is a JSON object with typed metadata).
-    serde_json::to_value(obj).unwrap_or(Value::Null)
-}
-
 /// Compares the desired objects with the live ones.
 pub fn compare(
     shared: &Shared,
@@ -297,8 +292,11 @@ pub fn compare(
             .unwrap_or("");
         let live = by_gvk
             .get(&(gvk.group.clone(), gvk.version.clone(), gvk.kind.clone()))
-            .and_then(|w| w.get(namespace, name));
-        let live_value = live.as_deref().map(to_value);
+            .and_then(|w| w.get(namespace, name).map(|o| (w.value(&o), o)));
+        let (live_value, live) = match live {
+            Some((v, o)) => (Some(v), Some(o)),
+            None => (None, None),
+        };
         if let Some(l) = &live
             && let Some(other) = crate::live::owner(l)
             && other != key
@@ -352,8 +350,8 @@ pub fn compare(
     }
 
     let mut live_values = Vec::new();
-    for obj in shared.live.tracked_by(kinds, &key) {
-        let value = to_value(&obj);
+    for (watched, obj) in shared.live.tracked_by(kinds, &key) {
+        let value = watched.value(&obj);
         let gvk = gvk_of(&value)?;
         let namespace = obj.metadata.namespace.clone().unwrap_or_default();
         let name = obj.metadata.name.clone().unwrap_or_default();

@@ -301,6 +301,9 @@ async fn reconcile_entry(
         lock(&shared.memo).remove(&key);
         return Ok(Action::await_change());
     };
+    if app.metadata.deletion_timestamp.is_some() {
+        return finalize(&shared, &app).await;
+    }
     let outcome = reconcile(&shared, &app, due, last_self_heal).await?;
     lock(&shared.memo).insert(
         key.clone(),
@@ -770,4 +773,76 @@ async fn run_operation(
 pub fn ensure_crypto_provider() {
     // An error only means a provider is installed already, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An Application being deleted: with [`appapi::RESOURCES_FINALIZER`], its objects are deleted
+/// (foreground; objects marked `Delete=false` stay) and the finalizer is removed once none is
+/// left; without it the objects stay and there is nothing to do.
+async fn finalize(shared: &Shared, app: &Application) -> Result<Action, ControllerError> {
+    let finalizers = app.metadata.finalizers.clone().unwrap_or_default();
+    if !finalizers.iter().any(|f| f == appapi::RESOURCES_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let key: AppKey = (app.namespace().to_string(), app.name().to_string());
+    let mut kinds = Vec::new();
+    let status = app.status_or_default();
+    for r in &status.resources {
+        let gvk = kube::api::GroupVersionKind::gvk(&r.group, &r.version, &r.kind);
+        if let Ok(w) = shared.live.watch(&gvk).await {
+            kinds.push(w);
+        }
+    }
+    let mut remaining = 0usize;
+    for (w, obj) in shared.live.tracked_by(&kinds, &key) {
+        let value = w.value(&obj);
+        if capstan_engine::plan::never_delete(&value) {
+            continue;
+        }
+        remaining += 1;
+        if obj.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let api: Api<kube::api::DynamicObject> = match &obj.metadata.namespace {
+            Some(ns) if w.namespaced => {
+                Api::namespaced_with(shared.client.clone(), ns, &w.resource)
+            }
+            _ => Api::all_with(shared.client.clone(), &w.resource),
+        };
+        match api
+            .delete(&name, &kube::api::DeleteParams::foreground())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(ControllerError::kube(
+                    format!(
+                        "deleting {} {name} of application {}",
+                        w.resource.kind,
+                        app.name()
+                    ),
+                    e,
+                ));
+            }
+        }
+    }
+    if remaining > 0 {
+        // Deletions are under way; the watch events of the deleted objects bring us back.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let kept: Vec<String> = finalizers
+        .into_iter()
+        .filter(|f| f != appapi::RESOURCES_FINALIZER)
+        .collect();
+    let apps: Api<Application> = Api::namespaced(shared.client.clone(), app.namespace());
+    apps.patch(
+        app.name(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": kept}})),
+    )
+    .await
+    .map_err(|e| ControllerError::kube(format!("removing the finalizer of {}", app.name()), e))?;
+    lock(&shared.memo).remove(&key);
+    Ok(Action::await_change())
 }

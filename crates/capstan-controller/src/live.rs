@@ -40,6 +40,21 @@ impl Drop for Watched {
 }
 
 impl Watched {
+    /// The object as JSON, with `apiVersion` and `kind` set from the watched resource (list
+    /// responses leave them out of their items).
+    pub fn value(&self, obj: &DynamicObject) -> serde_json::Value {
+        // A DynamicObject always serializes: typed metadata and a JSON map.
+        let mut v = serde_json::to_value(obj).unwrap_or(serde_json::Value::Null);
+        if let Some(map) = v.as_object_mut() {
+            map.insert(
+                "apiVersion".into(),
+                self.resource.api_version.clone().into(),
+            );
+            map.insert("kind".into(), self.resource.kind.clone().into());
+        }
+        v
+    }
+
     /// The live object `namespace/name` (namespace ignored for cluster-scoped kinds).
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
         let mut key = ObjectRef::new_with(name, self.resource.clone());
@@ -153,14 +168,18 @@ impl LiveCache {
         Ok(watched)
     }
 
-    /// The objects of the watched kinds `gvks` that carry the tracking annotation of
+    /// The objects (with their watch) of the watched kinds `kinds` that carry the tracking annotation of
     /// application `app`.
-    pub fn tracked_by(&self, kinds: &[Arc<Watched>], app: &AppKey) -> Vec<Arc<DynamicObject>> {
+    pub fn tracked_by(
+        &self,
+        kinds: &[Arc<Watched>],
+        app: &AppKey,
+    ) -> Vec<(Arc<Watched>, Arc<DynamicObject>)> {
         let mut out = Vec::new();
         for w in kinds {
             for obj in w.store.state() {
                 if owner(&obj).as_ref() == Some(app) {
-                    out.push(obj);
+                    out.push((Arc::clone(w), obj));
                 }
             }
         }

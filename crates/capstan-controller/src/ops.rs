@@ -5,7 +5,7 @@
 
 use capstan_api::annotations as ann;
 use capstan_api::application::{
-    Application, Operation, OperationInitiator, PHASE_RUNNING, SyncOperation,
+    Application, Operation, OperationInitiator, PHASE_RUNNING, RESOURCES_FINALIZER, SyncOperation,
 };
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -221,4 +221,31 @@ pub async fn wait(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Deletes an Application; with `cascade`, the resources finalizer is added first so that the
+/// controller deletes the application's objects before the Application goes.
+pub async fn delete(
+    api: &Api<Application>,
+    name: &str,
+    cascade: bool,
+) -> Result<(), ControllerError> {
+    if cascade {
+        let app = get(api, name).await?;
+        let mut finalizers = app.metadata.finalizers.clone().unwrap_or_default();
+        if !finalizers.iter().any(|f| f == RESOURCES_FINALIZER) {
+            finalizers.push(RESOURCES_FINALIZER.to_string());
+            api.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+            )
+            .await
+            .map_err(|e| ControllerError::kube(format!("adding the finalizer to {name}"), e))?;
+        }
+    }
+    api.delete(name, &kube::api::DeleteParams::default())
+        .await
+        .map_err(|e| ControllerError::kube(format!("deleting application {name}"), e))?;
+    Ok(())
 }

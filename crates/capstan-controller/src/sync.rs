@@ -479,7 +479,7 @@ async fn wait_healthy(
                 ));
                 continue;
             };
-            let value = serde_json::to_value(&*live).unwrap_or(Value::Null);
+            let value = watched.value(&live);
             match shared.health.assess(&value) {
                 None => {}
                 Some(h) if h.status == Hs::Healthy => {}

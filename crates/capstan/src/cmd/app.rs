@@ -10,7 +10,7 @@ use capstan_api::application::{
     SyncPolicy, SyncPolicyAutomated,
 };
 use capstan_controller::ops;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 /// Arguments of `capstan app`.
@@ -179,7 +179,7 @@ pub enum Verb {
     Delete {
         /// Name.
         name: String,
-        /// Also delete its objects (adds the resources finalizer first).
+        /// Also delete its objects (adds the `capstan.dev/resources-finalizer` first).
         #[arg(long)]
         cascade: bool,
     },
@@ -537,16 +537,12 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             Ok(0)
         }
         Verb::Delete { name, cascade } => {
+            ops::delete(&api, &name, cascade).await?;
             if cascade {
-                bail!(
-                    "--cascade is not implemented yet: the controller does not handle the {} finalizer; delete without --cascade leaves the objects in place",
-                    capstan_api::application::RESOURCES_FINALIZER
-                );
+                println!("application {name} deleted; the controller deletes its objects first");
+            } else {
+                println!("application {name} deleted (its objects stay)");
             }
-            api.delete(&name, &DeleteParams::default())
-                .await
-                .with_context(|| format!("deleting application {name}"))?;
-            println!("application {name} deleted (its objects stay)");
             Ok(0)
         }
     }
