@@ -22,6 +22,7 @@
 
 pub mod compare;
 pub mod error;
+pub mod events;
 pub mod live;
 pub mod ops;
 pub mod sync;
@@ -98,6 +99,8 @@ pub struct Shared {
     pub health: HealthChecker,
     /// Live objects.
     pub live: LiveCache,
+    /// Kubernetes events on Applications.
+    pub recorder: events::Recorder,
     dirty: Arc<Mutex<HashSet<AppKey>>>,
     memo: Mutex<HashMap<AppKey, Memo>>,
 }
@@ -163,6 +166,7 @@ impl Controller {
         let dirty = Arc::new(Mutex::new(HashSet::new()));
         let shared = Shared {
             live: LiveCache::new(client.clone(), tx, Arc::clone(&dirty)),
+            recorder: events::recorder(client.clone(), "capstan-controller"),
             client,
             config,
             repos: Arc::new(repos),
@@ -684,10 +688,35 @@ async fn run_operation(
                 app.name()
             ),
         );
+        let who = events::initiator(&op.initiated_by);
+        events::emit(
+            shared,
+            app,
+            true,
+            "OperationRefused",
+            format!("sync initiated by {who} refused: {}", state.message),
+        )
+        .await;
         status.operation_state = Some(state);
         return;
     }
     state.message = format!("syncing to {}", compare::short(&cmp.desired.revision));
+    let what = match sync_op.rollback_id {
+        Some(id) => format!(
+            "rollback to history entry {id} ({})",
+            compare::short(&cmp.desired.revision)
+        ),
+        None => format!("sync to {}", compare::short(&cmp.desired.revision)),
+    };
+    let who = events::initiator(&op.initiated_by);
+    events::emit(
+        shared,
+        app,
+        false,
+        "OperationStarted",
+        format!("{what} started, initiated by {who}"),
+    )
+    .await;
     let mut running = status.clone();
     running.operation_state = Some(state.clone());
     if let Err(e) = write_status(&apps, app.name(), status, &running).await {
@@ -764,6 +793,43 @@ async fn run_operation(
         }
     } else {
         finish(&mut state, appapi::PHASE_FAILED, result.message.clone());
+    }
+    if state.phase == appapi::PHASE_SUCCEEDED {
+        events::emit(
+            shared,
+            app,
+            false,
+            "OperationCompleted",
+            format!("{what} succeeded, initiated by {who}: {}", state.message),
+        )
+        .await;
+    } else {
+        events::emit(
+            shared,
+            app,
+            true,
+            "OperationFailed",
+            format!("{what} failed, initiated by {who}: {}", state.message),
+        )
+        .await;
+    }
+    if let Some(l) = status
+        .lock
+        .as_ref()
+        .filter(|_| sync_op.rollback_id.is_some() && state.phase == appapi::PHASE_SUCCEEDED)
+    {
+        events::emit(
+            shared,
+            app,
+            false,
+            "Locked",
+            format!(
+                "locked at {} by {} after {what}",
+                compare::short(&l.revision),
+                l.locked_by
+            ),
+        )
+        .await;
     }
     status.operation_state = Some(state);
 }

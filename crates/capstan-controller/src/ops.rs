@@ -166,6 +166,20 @@ pub async fn unlock(api: &Api<Application>, name: &str) -> Result<bool, Controll
     )
     .await
     .map_err(|e| ControllerError::kube(format!("unlocking {name}"), e))?;
+    let recorder = crate::events::recorder(api.clone().into_client(), "capstan-cli");
+    let who = current_user();
+    crate::events::publish(
+        &recorder,
+        &app,
+        false,
+        "Unlocked",
+        format!(
+            "unlocked by {who} (was locked at {} by {})",
+            app.lock().map(|l| l.revision.as_str()).unwrap_or(""),
+            app.lock().map(|l| l.locked_by.as_str()).unwrap_or("")
+        ),
+    )
+    .await;
     refresh(api, name, false).await?;
     Ok(true)
 }

@@ -159,4 +159,30 @@ async fn rollback_locks_until_unlocked_and_survives_a_restart() {
         })
         .await;
     assert!(app.lock().is_none());
+
+    // Events on the Application record the story with its initiators.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.client.clone(), "capstan");
+    let list = events.list(&Default::default()).await.unwrap();
+    let notes: Vec<(String, String)> = list
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("shop"))
+        .map(|e| {
+            (
+                e.reason.clone().unwrap_or_default(),
+                e.note.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let has =
+        |reason: &str, needle: &str| notes.iter().any(|(r, n)| r == reason && n.contains(needle));
+    assert!(has("OperationStarted", "automated sync"), "{notes:#?}");
+    assert!(
+        has("OperationCompleted", "rollback to history entry 0"),
+        "{notes:#?}"
+    );
+    assert!(has("Locked", "by alice"), "{notes:#?}");
+    assert!(has("OperationRefused", "locked"), "{notes:#?}");
+    assert!(has("Unlocked", "unlocked by alice"), "{notes:#?}");
 }
