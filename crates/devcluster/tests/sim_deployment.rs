@@ -259,6 +259,32 @@ async fn rollout_status_wait_available_scale_and_image_change() {
     let history = kubectl_ok(&k, kc, &["rollout", "history", "deployment/web"], None).await;
     assert!(history.contains('1') && history.contains('2'), "{history}");
 
+    // Undo: the first ReplicaSet becomes the new one again, as revision 3.
+    kubectl_ok(&k, kc, &["rollout", "undo", "deployment/web"], None).await;
+    kubectl_ok(
+        &k,
+        kc,
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+        None,
+    )
+    .await;
+    let rss = items(&get_json(&c, &["replicasets", "-l", "app=web"]).await);
+    assert_eq!(rss.len(), 2, "undo reuses the first ReplicaSet");
+    let first = rss
+        .iter()
+        .find(|r| r["metadata"]["labels"]["pod-template-hash"] == hash)
+        .unwrap();
+    assert_eq!(first["spec"]["replicas"], 5);
+    assert_eq!(
+        first["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    let pods = items(&get_json(&c, &["pods", "-l", "app=web"]).await);
+    assert!(
+        pods.iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.27")
+    );
+
     // Events as Kubernetes records them.
     let events = kubectl_ok(&k, kc, &["get", "events"], None).await;
     for reason in [

@@ -182,18 +182,44 @@ pub(crate) fn safe_encode(s: &str) -> String {
         .collect()
 }
 
+/// A copy without nulls, empty objects and empty lists: what decoding into Kubernetes' typed
+/// structs and comparing semantically ignores (clients such as `kubectl rollout undo` send
+/// `creationTimestamp: null` and `resources: {}` in templates).
+pub(crate) fn prune_empty(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), prune_empty(x)))
+                .filter(|(_, x)| !is_empty(x))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(prune_empty).collect()),
+        other => other.clone(),
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
 /// The hash of a pod template (with a collision count), as a label value.
 pub(crate) fn template_hash(template: &Value, collision_count: i64) -> String {
-    let mut data = canonical(template);
+    let mut data = canonical(&prune_empty(template));
     if collision_count > 0 {
         data.push_str(&collision_count.to_string());
     }
     safe_encode(&fnv32a(data.as_bytes()).to_string())
 }
 
-/// A pod template with the `pod-template-hash` label removed (to compare templates).
+/// A pod template with the `pod-template-hash` label removed and empty values pruned (to
+/// compare templates as Kubernetes does, semantically).
 pub(crate) fn without_hash_label(template: &Value) -> Value {
-    let mut t = template.clone();
+    let mut t = prune_empty(template);
     if let Some(l) = t
         .pointer_mut("/metadata/labels")
         .and_then(Value::as_object_mut)
@@ -309,6 +335,16 @@ mod tests {
         assert_ne!(template_hash(&a, 0), template_hash(&c, 0));
         assert_ne!(template_hash(&a, 0), template_hash(&a, 1));
         assert!(template_hash(&a, 0).bytes().all(|b| SAFE.contains(&b)));
+    }
+
+    #[test]
+    fn templates_compare_semantically() {
+        let sent = json!({"metadata": {"creationTimestamp": null, "labels": {"app": "x", "pod-template-hash": "abc"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx", "resources": {}}]}});
+        let stored = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        assert_eq!(without_hash_label(&sent), without_hash_label(&stored));
+        let other = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "nginx:2"}]}});
+        assert_ne!(without_hash_label(&other), without_hash_label(&stored));
     }
 
     #[test]
