@@ -154,9 +154,11 @@ impl Sim {
                 .unwrap_or(0) as u32;
             restarts = restarts.max(had);
         }
+        // The sandbox (and its IP) exists once the pod leaves Pending.
         let pod_ip = match pod.v.pointer("/status/podIP").and_then(Value::as_str) {
             Some(ip) => ip.to_string(),
-            None => self.alloc_pod_ip(),
+            None if stage != Stage::Pending => self.alloc_pod_ip(),
+            None => String::new(),
         };
         let status = self.pod_status(&pod.v, &node, &pod_ip, stage, b, run_once, restarts);
         let old_restarts = pod
