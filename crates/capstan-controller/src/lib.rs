@@ -424,14 +424,14 @@ async fn reconcile(
         && let Some(op) = interrupted
     {
         tracing::info!(app = app.name(), "resuming an interrupted sync");
-        run_operation(shared, app, op, &mut status).await;
+        run_operation(shared, app, op, &mut status, 0).await;
         ran_operation = true;
     } else if let Some(op) = &app.operation {
         let already_done = previous.operation_state.as_ref().is_some_and(|s| {
             &s.operation == op && s.phase != appapi::PHASE_RUNNING && s.finished_at.is_some()
         });
         if !already_done {
-            run_operation(shared, app, op.clone(), &mut status).await;
+            run_operation(shared, app, op.clone(), &mut status, 0).await;
             ran_operation = true;
         }
         // The operation is done: clear it (as Argo CD does), so that a new one can be requested.
@@ -473,7 +473,33 @@ async fn reconcile(
         let backoff_left = last_self_heal
             .map(|t| shared.config.self_heal_backoff.saturating_sub(t.elapsed()))
             .unwrap_or(Duration::ZERO);
-        if !attempted || (self_heal && backoff_left.is_zero()) {
+        // spec.syncPolicy.retry: a failed automated sync is tried again after a backoff.
+        let retry = last
+            .filter(|s| {
+                attempted && s.phase == appapi::PHASE_FAILED && s.operation.initiated_by.automated
+            })
+            .and_then(|s| {
+                let policy = app.spec.sync_policy.as_ref()?.retry.as_ref()?;
+                if policy.limit >= 0 && s.retry_count >= policy.limit {
+                    return None;
+                }
+                let delay = retry_delay(policy, s.retry_count);
+                let finished = s
+                    .finished_at
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())?;
+                let elapsed = (chrono::Utc::now() - finished.with_timezone(&chrono::Utc))
+                    .to_std()
+                    .unwrap_or(Duration::ZERO);
+                Some((s.retry_count + 1, delay.saturating_sub(elapsed)))
+            });
+        if let Some((_, wait)) = retry
+            && !wait.is_zero()
+        {
+            outcome.requeue = Some(wait + Duration::from_millis(10));
+        }
+        let retry_now = retry.filter(|(_, wait)| wait.is_zero()).map(|(n, _)| n);
+        if !attempted || (self_heal && backoff_left.is_zero()) || retry_now.is_some() {
             let op = Operation {
                 sync: Some(SyncOperation {
                     revision: cmp.desired.revision.clone(),
@@ -486,7 +512,7 @@ async fn reconcile(
                 },
                 ..Operation::default()
             };
-            run_operation(shared, app, op, &mut status).await;
+            run_operation(shared, app, op, &mut status, retry_now.unwrap_or(0)).await;
             ran_operation = true;
             if self_heal {
                 outcome.self_healed_at = Some(Instant::now());
@@ -623,6 +649,7 @@ async fn run_operation(
     app: &Application,
     op: Operation,
     status: &mut ApplicationStatus,
+    retry_count: i64,
 ) {
     let started_at = now_rfc3339();
     let apps: Api<Application> = Api::namespaced(shared.client.clone(), app.namespace());
@@ -633,7 +660,7 @@ async fn run_operation(
         sync_result: None,
         started_at: started_at.clone(),
         finished_at: None,
-        retry_count: 0,
+        retry_count,
     };
     let sync_op = op.sync.clone().unwrap_or_default();
     let lock_now = status.lock.clone();
@@ -911,4 +938,61 @@ async fn finalize(shared: &Shared, app: &Application) -> Result<Action, Controll
     .map_err(|e| ControllerError::kube(format!("removing the finalizer of {}", app.name()), e))?;
     lock(&shared.memo).remove(&key);
     Ok(Action::await_change())
+}
+
+/// The delay before retry number `done + 1`: `duration * factor^done`, at most `maxDuration`
+/// (defaults 5s, 2, 3m as Argo CD's).
+fn retry_delay(policy: &capstan_api::application::RetryStrategy, done: i64) -> Duration {
+    let backoff = policy.backoff.clone().unwrap_or_default();
+    let base = backoff
+        .duration
+        .as_deref()
+        .and_then(parse_duration)
+        .unwrap_or(Duration::from_secs(5));
+    let max = backoff
+        .max_duration
+        .as_deref()
+        .and_then(parse_duration)
+        .unwrap_or(Duration::from_secs(180));
+    let factor = backoff.factor.unwrap_or(2).max(1) as f64;
+    let exponent = i32::try_from(done.clamp(0, 30)).unwrap_or(30);
+    base.mul_f64(factor.powi(exponent)).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capstan_api::application::{Backoff, RetryStrategy};
+
+    #[test]
+    fn durations_as_annotations_write_them() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("5d"), None);
+    }
+
+    #[test]
+    fn retry_backoff_grows_by_factor_up_to_the_maximum() {
+        let policy = RetryStrategy {
+            limit: 5,
+            backoff: Some(Backoff {
+                duration: Some("2s".into()),
+                factor: Some(3),
+                max_duration: Some("1m".into()),
+            }),
+        };
+        let delays: Vec<u64> = (0..5).map(|n| retry_delay(&policy, n).as_secs()).collect();
+        assert_eq!(delays, vec![2, 6, 18, 54, 60]);
+        let defaults = RetryStrategy {
+            limit: 1,
+            backoff: None,
+        };
+        assert_eq!(retry_delay(&defaults, 0), Duration::from_secs(5));
+        assert_eq!(retry_delay(&defaults, 10), Duration::from_secs(180));
+    }
 }

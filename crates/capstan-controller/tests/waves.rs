@@ -175,3 +175,56 @@ async fn a_failing_image_degrades_the_app_and_fails_the_sync_before_later_waves(
     .await;
     assert!(app.status.unwrap().history.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_automated_sync_is_retried_up_to_the_retry_limit() {
+    let env = Env::start().await;
+    env.commit(
+        &[
+            (
+                "app/bad.yaml",
+                Some(&deployment("bad", "example.invalid/app:fail", 0)),
+            ),
+            ("app/later.yaml", Some(&cm_in_wave("later", 1))),
+        ],
+        "first",
+    );
+    let mut spec = env.spec(
+        "app",
+        Some(capstan_api::application::SyncPolicyAutomated {
+            prune: false,
+            self_heal: false,
+            allow_empty: false,
+        }),
+    );
+    if let Some(policy) = spec.sync_policy.as_mut() {
+        policy.retry = Some(capstan_api::application::RetryStrategy {
+            limit: 2,
+            backoff: Some(capstan_api::application::Backoff {
+                duration: Some("1s".into()),
+                factor: Some(1),
+                max_duration: Some("1s".into()),
+            }),
+        });
+    }
+    env.create_app("retried", spec).await;
+    let app = env
+        .until("retried", "the second retry to fail", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.operation_state.as_ref())
+                .is_some_and(|o| o.retry_count == 2 && o.phase == "Failed")
+        })
+        .await;
+    let state = app
+        .status
+        .as_ref()
+        .unwrap()
+        .operation_state
+        .clone()
+        .unwrap();
+    assert!(state.operation.initiated_by.automated);
+    assert!(state.message.contains("Degraded"), "{}", state.message);
+    assert!(app.status.unwrap().history.is_empty());
+    assert!(env.cm("later").await.is_none());
+}
