@@ -231,10 +231,10 @@ fn free_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationDestination {
-    /// API server URL; [`IN_CLUSTER_SERVER`] is the controller's own cluster.
+    /// API server URL; `https://kubernetes.default.svc` is the controller's own cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
-    /// Cluster name; [`IN_CLUSTER_NAME`] is the controller's own cluster.
+    /// Cluster name; `in-cluster` is the controller's own cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Namespace given to namespaced objects that name none.
