@@ -10,6 +10,13 @@
 //! cluster.shutdown().await;
 //! # let _ = client; Ok(()) }
 //! ```
+//!
+//! Access control: every request needs a bearer token (the kubeconfig's admin token, a
+//! service-account token from the TokenRequest subresource, or a legacy token Secret's). With
+//! [`Config::rbac`] the stored Roles, ClusterRoles and bindings decide what each may do; see
+//! [`rbac`]. Reliability tests can make the server fail, slow down, cut watches or refuse writes
+//! on purpose with [`Config::faults`], or at run time with `GET`/`PUT /devcluster/faults` (admin
+//! token only); see [`faults`].
 
 pub mod api;
 pub mod apply;
