@@ -489,7 +489,27 @@ pub fn get(state: &State, op: &Op) -> Result<Bytes, ApiError> {
         let v = st.value().map_err(corrupt)?;
         return Ok(Bytes::from(scale_of(&op.info, &v).to_string()));
     }
-    Ok(st.bytes)
+    Ok(served_version(&op.info, st.bytes))
+}
+
+/// Objects of a CRD with several versions are stored as written; read through a version, they
+/// carry that version's apiVersion (conversion strategy `None`, the CRD default).
+pub fn served_version(info: &ResourceInfo, bytes: Bytes) -> Bytes {
+    if info.crd.is_none() {
+        return bytes;
+    }
+    let want = info.api_version();
+    let needle = format!("\"apiVersion\":{}", Value::String(want.clone()));
+    if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+        return bytes;
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut v) if v.is_object() => {
+            v["apiVersion"] = json!(want);
+            Bytes::from(v.to_string())
+        }
+        _ => bytes,
+    }
 }
 
 fn continue_token(rv: u64, ns: &str, name: &str) -> String {
@@ -619,7 +639,7 @@ pub fn list_body(info: &ResourceInfo, listed: &Listed) -> Bytes {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&item.bytes);
+        out.extend_from_slice(&served_version(info, item.bytes.clone()));
     }
     out.extend_from_slice(b"]}");
     Bytes::from(out)

@@ -449,7 +449,9 @@ async fn route(
                 let objs: Vec<Value> = listed
                     .items
                     .iter()
-                    .filter_map(|s| serde_json::from_slice(&s.bytes).ok())
+                    .filter_map(|s| {
+                        serde_json::from_slice(&api::served_version(&info, s.bytes.clone())).ok()
+                    })
                     .collect();
                 let full = op.query.get("includeObject").is_some_and(|s| s == "Object");
                 return Ok(ok_json(&table::table(
@@ -633,6 +635,7 @@ fn watch_response(
     let render = {
         let info = info.clone();
         move |kind: EventType, bytes: &Bytes| -> Bytes {
+            let bytes = &api::served_version(&info, bytes.clone());
             if as_table {
                 match serde_json::from_slice::<Value>(bytes) {
                     Ok(v) => event_line(

@@ -1117,3 +1117,51 @@ async fn watch_with_a_label_selector_sees_objects_enter_and_leave() {
         .collect();
     assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED", "ADDED"]);
 }
+
+#[tokio::test]
+async fn crd_versions_serve_the_same_objects() {
+    let c = common::cluster().await;
+    let client = c.client();
+    make_ns(&client, "mv").await;
+    let mut two = crd();
+    let mut v2 = two.spec.versions[0].clone();
+    v2.name = "v2".into();
+    v2.storage = false;
+    two.spec.versions.push(v2);
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &two)
+        .await
+        .unwrap();
+    let gvk = |v: &str| ApiResource::from_gvk(&GroupVersionKind::gvk("example.com", v, "Widget"));
+    let as_v1: Api<DynamicObject> = Api::namespaced_with(client.clone(), "mv", &gvk("v1"));
+    let as_v2: Api<DynamicObject> = Api::namespaced_with(client.clone(), "mv", &gvk("v2"));
+    let w: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"n": 1},
+    }))
+    .unwrap();
+    as_v1.create(&PostParams::default(), &w).await.unwrap();
+    let got = as_v2.get("w").await.unwrap();
+    assert_eq!(got.types.unwrap().api_version, "example.com/v2");
+    assert_eq!(got.data["spec"]["n"], 1);
+    let listed = as_v2.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        listed.items[0].types.as_ref().unwrap().api_version,
+        "example.com/v2"
+    );
+    let first: Vec<WatchEvent<DynamicObject>> = as_v2
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await
+        .unwrap()
+        .take(1)
+        .try_collect()
+        .await
+        .unwrap();
+    match &first[0] {
+        WatchEvent::Added(o) => assert_eq!(o.types.as_ref().unwrap().api_version, "example.com/v2"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        as_v1.get("w").await.unwrap().types.unwrap().api_version,
+        "example.com/v1"
+    );
+}
