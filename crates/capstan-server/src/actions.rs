@@ -1,0 +1,444 @@
+//! Actions on an Application, written the way the controller reads them (the same contract as
+//! `capstan app …`): a sync or rollback writes `operation`, a refresh the `capstan.dev/refresh`
+//! annotation, auto-sync `spec.syncPolicy.automated`, lock and unlock `status.lock`, terminate
+//! clears a pending `operation` or marks a running one `Terminating`.
+//!
+//! Every action is recorded as a Kubernetes Event on the Application naming the user.
+//!
+//! The controller's `capstan_controller::ops` writes the same requests but records the process
+//! user (`$USER`) as initiator; the server must record the session's user, so the requests are
+//! written here until `ops` takes an initiator.
+
+use crate::auth::User;
+use crate::error::ApiError;
+use capstan_api::annotations as ann;
+use capstan_api::application::{
+    Application, Operation, OperationInitiator, PHASE_RUNNING, SyncOperation,
+};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Operation phase the server writes to ask the controller to stop a running sync (Argo CD's
+/// spelling).
+pub const PHASE_TERMINATING: &str = "Terminating";
+
+/// Body of `POST …/sync`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncRequest {
+    /// Revision (branch, tag, commit); the target revision when empty.
+    #[serde(default)]
+    pub revision: String,
+    /// Delete objects no longer in Git.
+    #[serde(default)]
+    pub prune: bool,
+    /// Plan only.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Only these objects (`group/kind/namespace/name`).
+    #[serde(default)]
+    pub resources: Vec<String>,
+}
+
+/// Body of `POST …/refresh`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// Bypass the manifest cache.
+    #[serde(default)]
+    pub hard: bool,
+}
+
+/// Body of `POST …/rollback`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// History id; the entry before the last when absent.
+    #[serde(default)]
+    pub id: Option<i64>,
+}
+
+/// Body of `PUT …/auto-sync`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoSyncRequest {
+    /// On or off.
+    pub enabled: bool,
+}
+
+fn operation_busy(app: &Application) -> bool {
+    app.operation.is_some()
+        || app
+            .status
+            .as_ref()
+            .and_then(|s| s.operation_state.as_ref())
+            .is_some_and(|s| s.phase == PHASE_RUNNING || s.phase == PHASE_TERMINATING)
+}
+
+async fn read(api: &Api<Application>, name: &str, ns: &str) -> Result<Application, ApiError> {
+    api.get_opt(name)
+        .await
+        .map_err(|e| ApiError::kube(&format!("reading application {ns}/{name}"), e))?
+        .ok_or_else(|| ApiError::not_found(format!("application {ns}/{name} not found")))
+}
+
+/// Writes `operation` (with the application's resourceVersion, so a concurrent change makes
+/// this a 409 instead of a lost request).
+async fn write_operation(
+    api: &Api<Application>,
+    app: &Application,
+    sync: SyncOperation,
+    user: &User,
+) -> Result<(), ApiError> {
+    let (ns, name) = (app.namespace(), app.name());
+    if let Some(lock) = app.lock()
+        && sync.rollback_id.is_none()
+        && !sync.revision.is_empty()
+        && !lock.revision.starts_with(&sync.revision)
+    {
+        return Err(ApiError::conflict(format!(
+            "application {ns}/{name} is locked at {} by {} since {}; unlock it first",
+            lock.revision, lock.locked_by, lock.locked_at
+        )));
+    }
+    if operation_busy(app) {
+        return Err(ApiError::conflict(format!(
+            "application {ns}/{name} already has an operation in progress"
+        )));
+    }
+    let op = Operation {
+        sync: Some(sync),
+        initiated_by: OperationInitiator {
+            username: user.username.clone(),
+            automated: false,
+        },
+        ..Operation::default()
+    };
+    let patch = json!({
+        "metadata": {"resourceVersion": app.metadata.resource_version},
+        "operation": op,
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| ApiError::kube(&format!("requesting an operation on {ns}/{name}"), e))?;
+    Ok(())
+}
+
+/// Requests a sync.
+pub async fn sync(
+    api: &Api<Application>,
+    ns: &str,
+    name: &str,
+    req: SyncRequest,
+    user: &User,
+) -> Result<String, ApiError> {
+    if !req.resources.is_empty() {
+        // The Application's operation has no field for a selection yet (capstan-api's
+        // SyncOperation); accepting it would silently sync everything.
+        return Err(ApiError::bad_request(
+            "field resources: syncing selected resources is not supported by the controller yet",
+        ));
+    }
+    let app = read(api, name, ns).await?;
+    let revision = req.revision.clone();
+    write_operation(
+        api,
+        &app,
+        SyncOperation {
+            revision: req.revision,
+            prune: req.prune,
+            dry_run: req.dry_run,
+            ..SyncOperation::default()
+        },
+        user,
+    )
+    .await?;
+    let target = if revision.is_empty() {
+        let t = &app.spec.source.target_revision;
+        if t.is_empty() {
+            "HEAD".to_string()
+        } else {
+            t.clone()
+        }
+    } else {
+        revision
+    };
+    let mut message = format!("user {} requested sync to {target}", user.username);
+    if req.prune {
+        message.push_str(" with prune");
+    }
+    if req.dry_run {
+        message.push_str(" (dry run)");
+    }
+    Ok(message)
+}
+
+/// Requests a rollback to history entry `id` (default: the entry before the last); the
+/// controller locks the application once it succeeded. Returns the entry id and the message.
+pub async fn rollback(
+    api: &Api<Application>,
+    ns: &str,
+    name: &str,
+    req: RollbackRequest,
+    user: &User,
+) -> Result<(i64, String), ApiError> {
+    let app = read(api, name, ns).await?;
+    let history = app
+        .status
+        .as_ref()
+        .map(|s| s.history.as_slice())
+        .unwrap_or_default();
+    let entry = match req.id {
+        Some(id) => history.iter().find(|h| h.id == id).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "application {ns}/{name} has no history entry {id} (entries: {})",
+                history
+                    .iter()
+                    .map(|h| h.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?,
+        None => match history.len() {
+            0 | 1 => {
+                return Err(ApiError::conflict(format!(
+                    "application {ns}/{name} has no previous deployment to roll back to"
+                )));
+            }
+            n => &history[n - 2],
+        },
+    };
+    let entry = entry.clone();
+    write_operation(
+        api,
+        &app,
+        SyncOperation {
+            revision: entry.revision.clone(),
+            source: Some(entry.source.clone()),
+            rollback_id: Some(entry.id),
+            ..SyncOperation::default()
+        },
+        user,
+    )
+    .await?;
+    Ok((
+        entry.id,
+        format!(
+            "user {} requested rollback to history {} (revision {})",
+            user.username, entry.id, entry.revision
+        ),
+    ))
+}
+
+/// Asks for a refresh.
+pub async fn refresh(
+    api: &Api<Application>,
+    ns: &str,
+    name: &str,
+    hard: bool,
+    user: &User,
+) -> Result<String, ApiError> {
+    let value = if hard { "hard" } else { "normal" };
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {ann::REFRESH: value}}})),
+    )
+    .await
+    .map_err(|e| ApiError::kube(&format!("requesting a refresh of {ns}/{name}"), e))?;
+    Ok(format!(
+        "user {} requested a {value} refresh",
+        user.username
+    ))
+}
+
+/// Removes the lock, then asks for a refresh so that automated sync resumes at once.
+pub async fn unlock(
+    api: &Api<Application>,
+    ns: &str,
+    name: &str,
+    user: &User,
+) -> Result<Option<String>, ApiError> {
+    let app = read(api, name, ns).await?;
+    let Some(lock) = app.lock() else {
+        return Ok(None);
+    };
+    let revision = lock.revision.clone();
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"lock": null}})),
+    )
+    .await
+    .map_err(|e| ApiError::kube(&format!("unlocking {ns}/{name}"), e))?;
+    refresh(api, ns, name, false, user).await?;
+    Ok(Some(format!(
+        "user {} unlocked the application (was locked at {revision})",
+        user.username
+    )))
+}
+
+/// Locks the application at its current revision: automated sync and self-heal stop, and a sync
+/// to another revision is refused, until unlocked.
+pub async fn lock(
+    api: &Api<Application>,
+    ns: &str,
+    name: &str,
+    user: &User,
+) -> Result<String, ApiError> {
+    let app = read(api, name, ns).await?;
+    if let Some(lock) = app.lock() {
+        return Err(ApiError::conflict(format!(
+            "application {ns}/{name} is already locked at {} by {}",
+            lock.revision, lock.locked_by
+        )));
+    }
+    let status = app.status.as_ref();
+    let revision = status
+        .and_then(|s| s.sync.as_ref())
+        .map(|s| s.revision.clone())
+        .filter(|r| !r.is_empty())
+        .or_else(|| {
+            status
+                .and_then(|s| s.history.last())
+                .map(|h| h.revision.clone())
+        })
+        .ok_or_else(|| {
+            ApiError::conflict(format!(
+                "application {ns}/{name} has no known revision to lock at (never reconciled)"
+            ))
+        })?;
+    let source = status
+        .and_then(|s| s.history.iter().rev().find(|h| h.revision == revision))
+        .map_or_else(|| app.spec.source.clone(), |h| h.source.clone());
+    let lock = capstan_api::application::Lock {
+        revision: revision.clone(),
+        source: Some(source),
+        history_id: None,
+        locked_by: user.username.clone(),
+        locked_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"lock": lock}})),
+    )
+    .await
+    .map_err(|e| ApiError::kube(&format!("locking {ns}/{name}"), e))?;
+    Ok(format!(
+        "user {} locked the application at {revision}",
+        user.username
+    ))
+}
+
+/// Turns automated sync on (keeping its prune/selfHeal settings) or off.
+pub async fn set_auto_sync(
+    api: &Api<Application>,
+    ns: &str,
+    name: &str,
+    enabled: bool,
+    user: &User,
+) -> Result<String, ApiError> {
+    let automated = if enabled { json!({}) } else { json!(null) };
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"syncPolicy": {"automated": automated}}})),
+    )
+    .await
+    .map_err(|e| ApiError::kube(&format!("setting auto-sync of {ns}/{name}"), e))?;
+    Ok(format!(
+        "user {} {} automated sync",
+        user.username,
+        if enabled { "enabled" } else { "disabled" }
+    ))
+}
+
+/// Terminates the operation: a requested one not yet started is withdrawn; a running one is
+/// marked `Terminating` for the controller to stop.
+pub async fn terminate(
+    api: &Api<Application>,
+    ns: &str,
+    name: &str,
+    user: &User,
+) -> Result<String, ApiError> {
+    let app = read(api, name, ns).await?;
+    let running = app
+        .status
+        .as_ref()
+        .and_then(|s| s.operation_state.as_ref())
+        .is_some_and(|s| s.phase == PHASE_RUNNING);
+    if app.operation.is_none() && !running {
+        return Err(ApiError::conflict(format!(
+            "application {ns}/{name} has no operation to terminate"
+        )));
+    }
+    if app.operation.is_some() {
+        let patch = json!({
+            "metadata": {"resourceVersion": app.metadata.resource_version},
+            "operation": null,
+        });
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| ApiError::kube(&format!("withdrawing the operation of {ns}/{name}"), e))?;
+    }
+    if running {
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"operationState": {"phase": PHASE_TERMINATING}}})),
+        )
+        .await
+        .map_err(|e| ApiError::kube(&format!("terminating the operation of {ns}/{name}"), e))?;
+    }
+    Ok(format!("user {} terminated the operation", user.username))
+}
+
+/// Records an action as an Event on the Application (`reason` such as `SyncRequested`).
+/// A failure is logged, not returned: the action itself has been done.
+pub async fn audit(client: &kube::Client, app: &Application, reason: &str, message: &str) {
+    let ns = app.namespace();
+    let now = chrono::Utc::now();
+    let mut suffix = [0u8; 8];
+    if crate::auth::random_bytes(&mut suffix).is_err() {
+        suffix = now.timestamp_nanos_opt().unwrap_or_default().to_le_bytes();
+    }
+    let stamp = k8s_openapi::jiff::Timestamp::now();
+    let event = Event {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("{}.{}", app.name(), hex::encode(suffix))),
+            namespace: Some(ns.to_string()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some(capstan_api::application::API_VERSION.to_string()),
+            kind: Some(capstan_api::application::KIND.to_string()),
+            name: Some(app.name().to_string()),
+            namespace: Some(ns.to_string()),
+            uid: app.metadata.uid.clone(),
+            resource_version: app.metadata.resource_version.clone(),
+            ..Default::default()
+        },
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+        type_: Some("Normal".to_string()),
+        source: Some(EventSource {
+            component: Some("capstan-server".to_string()),
+            host: None,
+        }),
+        reporting_component: Some("capstan-server".to_string()),
+        reporting_instance: Some("capstan-server".to_string()),
+        action: Some(reason.to_string()),
+        first_timestamp: Some(Time(stamp)),
+        last_timestamp: Some(Time(stamp)),
+        count: Some(1),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
+        tracing::error!(application = %format!("{ns}/{}", app.name()), reason, error = %e, "could not record the audit event");
+    }
+}

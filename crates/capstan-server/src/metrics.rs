@@ -1,0 +1,215 @@
+//! Prometheus metrics, in the text exposition format (written by hand: six series do not need a
+//! metrics library).
+//!
+//! [`Metrics`] is a cheap, cloneable handle. The controller records into it (syncs, reconcile,
+//! Git fetch and render durations, queue depth); the server serves it on its own listener,
+//! together with the `capstan_applications{sync,health}` gauge it counts from its application
+//! cache at scrape time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Bucket bounds (seconds) of the duration histograms: from a cached no-change reconcile
+/// (milliseconds) to a slow Git fetch (a minute).
+const BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// A histogram of durations.
+struct Histogram {
+    /// Per bucket (not cumulative; summed when rendered), plus one for `+Inf`.
+    counts: Vec<AtomicU64>,
+    /// Sum of observations in nanoseconds (an integer keeps the update lock-free).
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            counts: (0..=BUCKETS.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, d: Duration) {
+        let seconds = d.as_secs_f64();
+        let index = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.counts[index].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+struct Inner {
+    syncs: Mutex<BTreeMap<String, u64>>,
+    reconcile: Histogram,
+    git_fetch: Histogram,
+    render: Histogram,
+    queue_depth: AtomicI64,
+}
+
+/// Handle to Capstan's metrics. Clones share the same series.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Empty series.
+    pub fn new() -> Self {
+        Metrics(Arc::new(Inner {
+            syncs: Mutex::new(BTreeMap::new()),
+            reconcile: Histogram::new(),
+            git_fetch: Histogram::new(),
+            render: Histogram::new(),
+            queue_depth: AtomicI64::new(0),
+        }))
+    }
+
+    /// Counts one finished sync with its result (`Succeeded`, `Failed`, `Error`).
+    pub fn record_sync(&self, result: &str) {
+        let mut syncs = self.0.syncs.lock().unwrap_or_else(PoisonError::into_inner);
+        *syncs.entry(result.to_string()).or_insert(0) += 1;
+    }
+
+    /// Records how long one reconcile of one application took.
+    pub fn observe_reconcile(&self, d: Duration) {
+        self.0.reconcile.observe(d);
+    }
+
+    /// Records how long one Git fetch took.
+    pub fn observe_git_fetch(&self, d: Duration) {
+        self.0.git_fetch.observe(d);
+    }
+
+    /// Records how long one render took.
+    pub fn observe_render(&self, d: Duration) {
+        self.0.render.observe(d);
+    }
+
+    /// Sets the number of applications waiting for a reconcile.
+    pub fn set_queue_depth(&self, depth: i64) {
+        self.0.queue_depth.store(depth, Ordering::Relaxed);
+    }
+
+    /// The text exposition of every series, with `applications` counted by (sync, health).
+    pub fn render(&self, applications: &BTreeMap<(String, String), u64>) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP capstan_applications Applications by sync and health status.\n");
+        out.push_str("# TYPE capstan_applications gauge\n");
+        for ((sync, health), n) in applications {
+            let _ = writeln!(
+                out,
+                "capstan_applications{{sync=\"{}\",health=\"{}\"}} {n}",
+                escape(sync),
+                escape(health)
+            );
+        }
+        out.push_str("# HELP capstan_syncs_total Finished syncs by result.\n");
+        out.push_str("# TYPE capstan_syncs_total counter\n");
+        {
+            let syncs = self.0.syncs.lock().unwrap_or_else(PoisonError::into_inner);
+            for (result, n) in syncs.iter() {
+                let _ = writeln!(
+                    out,
+                    "capstan_syncs_total{{result=\"{}\"}} {n}",
+                    escape(result)
+                );
+            }
+        }
+        self.0.reconcile.render(
+            &mut out,
+            "capstan_reconcile_duration_seconds",
+            "Duration of one application reconcile.",
+        );
+        self.0.git_fetch.render(
+            &mut out,
+            "capstan_git_fetch_duration_seconds",
+            "Duration of one Git fetch.",
+        );
+        self.0.render.render(
+            &mut out,
+            "capstan_render_duration_seconds",
+            "Duration of one manifest render.",
+        );
+        out.push_str("# HELP capstan_queue_depth Applications waiting for a reconcile.\n");
+        out.push_str("# TYPE capstan_queue_depth gauge\n");
+        let _ = writeln!(
+            out,
+            "capstan_queue_depth {}",
+            self.0.queue_depth.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+/// Escapes a label value (backslash, quote, newline) as the exposition format requires.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_labels_escaped() {
+        let m = Metrics::new();
+        m.observe_reconcile(Duration::from_millis(3));
+        m.observe_reconcile(Duration::from_millis(200));
+        m.observe_reconcile(Duration::from_secs(120));
+        m.record_sync("Succeeded");
+        m.record_sync("Succeeded");
+        m.record_sync("Fa\"iled");
+        m.set_queue_depth(7);
+        let mut apps = BTreeMap::new();
+        apps.insert(("Synced".to_string(), "Healthy".to_string()), 3);
+        let text = m.render(&apps);
+        assert!(text.contains("capstan_applications{sync=\"Synced\",health=\"Healthy\"} 3\n"));
+        assert!(text.contains("capstan_syncs_total{result=\"Succeeded\"} 2\n"));
+        assert!(text.contains("capstan_syncs_total{result=\"Fa\\\"iled\"} 1\n"));
+        assert!(text.contains("capstan_reconcile_duration_seconds_bucket{le=\"0.001\"} 0\n"));
+        assert!(text.contains("capstan_reconcile_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("capstan_reconcile_duration_seconds_bucket{le=\"0.25\"} 2\n"));
+        assert!(text.contains("capstan_reconcile_duration_seconds_bucket{le=\"60\"} 2\n"));
+        assert!(text.contains("capstan_reconcile_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("capstan_reconcile_duration_seconds_count 3\n"));
+        assert!(text.contains("capstan_queue_depth 7\n"));
+        assert!(text.contains("capstan_git_fetch_duration_seconds_count 0\n"));
+    }
+}
