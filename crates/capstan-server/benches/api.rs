@@ -18,7 +18,11 @@ const ROUNDS: usize = 200;
 
 fn app(i: usize) -> Application {
     let health = ["Healthy", "Progressing", "Degraded", "Healthy", "Healthy"][i % 5];
-    let sync = if i % 7 == 0 { "OutOfSync" } else { "Synced" };
+    let sync = if i.is_multiple_of(7) {
+        "OutOfSync"
+    } else {
+        "Synced"
+    };
     let mut a = Application::new(
         "capstan",
         &format!("app-{i:05}"),
