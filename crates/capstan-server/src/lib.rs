@@ -18,6 +18,7 @@ pub mod error;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
+pub mod ui;
 
 use crate::auth::{Auth, CSRF_HEADER, RateLimit, Role, SESSION_COOKIE, User};
 use crate::cache::{AppCache, Filter};
@@ -259,6 +260,7 @@ fn router(state: AppState) -> Router {
     }
     router
         .route_layer(middleware::from_fn_with_state(state.clone(), guard))
+        .merge(ui::routes())
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }
