@@ -110,6 +110,7 @@ impl Layout {
 
 /// Runs the subcommand and returns the process exit code.
 pub async fn run(args: Args) -> anyhow::Result<u8> {
+    capstan_controller::ensure_crypto_provider();
     check_port_free(args.listen)?;
     let layout = Layout::new(&args)?;
 
@@ -144,6 +145,28 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         service_account_client(&admin, &layout.kubeconfig).await?
     };
 
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = capstan_server::serve(
+        capstan_server::Config {
+            listen: args.listen,
+            // The UI is served over plain http on this machine only.
+            insecure_cookies: true,
+            ..capstan_server::Config::default()
+        },
+        controller_client.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        capstan_server::error::ServerError::Bind { addr, source, .. } => anyhow::anyhow!(
+            "cannot serve the web UI on {addr}: {source}; choose another address with --listen \
+             (e.g. --listen 127.0.0.1:8081)"
+        ),
+        other => anyhow::Error::new(other).context("starting the HTTP API and web UI"),
+    })?;
+
     let controller = capstan_controller::Controller::new(
         controller_client,
         capstan_controller::Config {
@@ -160,6 +183,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
 
     print_banner(
         &layout,
+        server.addr,
+        server.initial_admin_password.as_deref(),
         created_repo,
         args.reconcile_interval,
         !args.no_rbac,
@@ -167,11 +192,18 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
 
     let apps_api: Api<Application> = Api::namespaced(admin, appapi::DEFAULT_NAMESPACE);
     let outcome = tokio::select! {
-        () = show_progress(apps_api) => Ok(()),
+        () = show_progress(apps_api, server.addr) => Ok(()),
         signal = super::devcluster::wait_for_signal() => signal,
     };
 
     eprintln!("capstan: shutting down");
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(Duration::from_secs(10), server.wait())
+        .await
+        .is_err()
+    {
+        eprintln!("capstan: the HTTP server did not stop within 10s; leaving it");
+    }
     controller_task.abort();
     let _ = controller_task.await;
     cluster.shutdown().await;
@@ -539,15 +571,32 @@ async fn apply_applications(admin: &kube::Client, apps: &[AppManifest]) -> anyho
     Ok(())
 }
 
-fn print_banner(layout: &Layout, created_repo: bool, interval: Duration, rbac: bool) {
+fn print_banner(
+    layout: &Layout,
+    ui: SocketAddr,
+    password: Option<&str>,
+    created_repo: bool,
+    interval: Duration,
+    rbac: bool,
+) {
     println!("Capstan is up.");
     println!();
+    println!("  Web UI:        http://{ui}/");
+    println!("  User:          admin");
+    match password {
+        Some(p) => println!("  Password:      {p}   (generated now and shown only this once)"),
+        None => println!(
+            "  Password:      (set at the first start; forgot it? kubectl -n {} delete secret {} and restart)",
+            appapi::DEFAULT_NAMESPACE,
+            capstan_server::auth::USERS_SECRET
+        ),
+    }
     println!(
         "  Kubernetes:    export KUBECONFIG={}",
         layout.kubeconfig.display()
     );
     println!(
-        "  Example repo:  {}   ({}; edit, `git commit`, and Capstan deploys the commit within {}s)",
+        "  Example repo:  {}   ({}; edit, `git commit`, and Capstan deploys the commit within about {}s)",
         layout.repo.display(),
         if created_repo {
             "created now"
@@ -574,7 +623,7 @@ fn print_banner(layout: &Layout, created_repo: bool, interval: Duration, rbac: b
 
 /// Prints a one-line summary of the Applications whenever it changes, forever (it keeps
 /// reporting after everything is Healthy: a commit makes an application OutOfSync again).
-async fn show_progress(api: Api<Application>) {
+async fn show_progress(api: Api<Application>, ui: SocketAddr) {
     let mut last = String::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut failing_since_print = false;
@@ -583,7 +632,7 @@ async fn show_progress(api: Api<Application>) {
         let line = match api.list(&Default::default()).await {
             Ok(list) => {
                 failing_since_print = false;
-                summary(&list.items)
+                summary(&list.items, ui)
             }
             Err(e) => {
                 if !failing_since_print {
@@ -601,7 +650,7 @@ async fn show_progress(api: Api<Application>) {
 }
 
 /// "4/6 applications Synced+Healthy; waiting for podinfo-prod (OutOfSync, Progressing), …"
-fn summary(apps: &[Application]) -> String {
+fn summary(apps: &[Application], ui: SocketAddr) -> String {
     let mut waiting = BTreeMap::new();
     for app in apps {
         let status = app.status.as_ref();
@@ -627,7 +676,7 @@ fn summary(apps: &[Application]) -> String {
     let healthy = apps.len() - waiting.len();
     let total = apps.len();
     if waiting.is_empty() {
-        return format!("{healthy}/{total} applications Synced+Healthy.");
+        return format!("{healthy}/{total} applications Synced+Healthy. See them at http://{ui}/");
     }
     let list: Vec<String> = waiting
         .iter()
@@ -714,18 +763,25 @@ mod tests {
 
     #[test]
     fn the_summary_counts_healthy_apps_and_says_why_others_wait() {
-        let line = summary(&[
-            app("b", "Synced", "Healthy", None),
-            app("a", "OutOfSync", "Missing", Some("rendering \"p\": boom")),
-            app("c", "Synced", "Progressing", None),
-        ]);
+        let ui: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let line = summary(
+            &[
+                app("b", "Synced", "Healthy", None),
+                app("a", "OutOfSync", "Missing", Some("rendering \"p\": boom")),
+                app("c", "Synced", "Progressing", None),
+            ],
+            ui,
+        );
         assert_eq!(
             line,
             "1/3 applications Synced+Healthy; waiting for a (OutOfSync, Missing: \
              ComparisonError: rendering \"p\": boom), c (Synced, Progressing)"
         );
-        let line = summary(&[app("b", "Synced", "Healthy", None)]);
-        assert_eq!(line, "1/1 applications Synced+Healthy.");
+        let line = summary(&[app("b", "Synced", "Healthy", None)], ui);
+        assert_eq!(
+            line,
+            "1/1 applications Synced+Healthy. See them at http://127.0.0.1:8080/"
+        );
     }
 
     #[test]
