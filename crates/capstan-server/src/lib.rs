@@ -19,6 +19,7 @@ pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod ui;
+pub mod webhook;
 
 use crate::auth::{Auth, CSRF_HEADER, RateLimit, Role, SESSION_COOKIE, User};
 use crate::cache::{AppCache, Filter};
@@ -68,6 +69,9 @@ pub struct Config {
     pub rate_limit: RateLimit,
     /// Metrics handle (clone it to the controller before calling [`serve`]).
     pub metrics: Metrics,
+    /// Name of the Secret in `namespace` holding the Git webhook secrets (keys `github`,
+    /// `gitlab`, `gitea`); see [`webhook`].
+    pub webhook_secret: String,
 }
 
 impl Default for Config {
@@ -81,6 +85,7 @@ impl Default for Config {
             session_ttl: Duration::from_secs(12 * 3600),
             rate_limit: RateLimit::default(),
             metrics: Metrics::new(),
+            webhook_secret: webhook::DEFAULT_SECRET_NAME.to_string(),
         }
     }
 }
@@ -230,6 +235,15 @@ static ROUTES: &[RouteSpec] = &[
         path: "/api/v1/applications/{namespace}/{name}/operation",
         access: Access::Action,
         handler: || delete(terminate),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/api/webhook",
+        // No session: every delivery is verified by its provider's HMAC or token instead.
+        access: Access::Public,
+        handler: || {
+            post(webhook::receive).layer(axum::extract::DefaultBodyLimit::max(webhook::BODY_LIMIT))
+        },
     },
 ];
 

@@ -220,10 +220,25 @@ pub fn document() -> Value {
         "delete",
         action("Terminate the requested or running operation", None),
     );
+    add(
+        "/api/webhook".into(),
+        "post",
+        json!({
+        "summary": "Git push webhook (GitHub, GitLab, Gitea): refreshes the applications whose repoURL and targetRevision match the push. No session: verified by X-Hub-Signature-256, X-Gitlab-Token or X-Gitea-Signature against the Secret capstan-webhook (keys github, gitlab, gitea)",
+        "tags": ["webhook"], "security": [],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+        "responses": {"200": {"description": "verified; the names of the refreshed applications (empty for ping and other events)",
+                              "content": {"application/json": {"schema": {"type": "object", "properties": {
+                                  "provider": {"type": "string", "enum": ["github", "gitlab", "gitea"]},
+                                  "event": {"type": "string"}, "ref": {"type": "string"},
+                                  "refreshed": {"type": "array", "items": {"type": "string"}}}}}}},
+                      "400": errors(), "401": errors(), "413": {"description": "payload over 1 MiB"},
+                      "502": {"description": "some refreshes could not be written (listed in `failed`)"}}}),
+    );
     json!({
         "openapi": "3.0.3",
         "info": {"title": "Capstan API", "version": "v1",
-                 "description": "Every route except /healthz, /readyz and POST /api/v1/session needs a session: a bearer token, or the session cookie plus the X-Capstan-CSRF header on POST/PUT/DELETE. Actions need the admin role."},
+                 "description": "Every route except /healthz, /readyz, POST /api/v1/session and the HMAC-verified POST /api/webhook needs a session: a bearer token, or the session cookie plus the X-Capstan-CSRF header on POST/PUT/DELETE. Actions need the admin role."},
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
