@@ -1302,6 +1302,9 @@ fn set_pointer(obj: &mut Value, pointer: &str, value: Value) {
     }
 }
 
+/// Namespaces the API server refuses to delete (its NamespaceLifecycle admission plugin).
+const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
 /// DELETE of one object. `options` is the DeleteOptions body, if any.
 pub fn delete(state: &State, op: &Op, options: Option<&Value>) -> Result<Reply, ApiError> {
     let info = &op.info;
@@ -1361,6 +1364,14 @@ pub fn delete(state: &State, op: &Op, options: Option<&Value>) -> Result<Reply, 
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty());
         let is_namespace = info.group.is_empty() && info.resource == "namespaces";
+        if is_namespace && IMMORTAL_NAMESPACES.contains(&name.as_str()) {
+            return Err(ApiError {
+                details: Some(json!({"name": name, "kind": "namespaces"})),
+                ..ApiError::forbidden(format!(
+                    "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                ))
+            });
+        }
         if has_finalizers || is_namespace {
             let already = meta(&live).is_some_and(|m| m.contains_key("deletionTimestamp"));
             if !already {

@@ -83,6 +83,67 @@ pub enum Error {
     /// The default RBAC roles could not be written.
     #[error("cannot write the default RBAC roles: {0}")]
     Rbac(String),
+    /// The namespaces and objects every cluster has at start could not be written.
+    #[error("cannot write the system namespaces: {0}")]
+    SystemObjects(String),
+}
+
+/// Namespaces a real cluster has from its first start (kube-apiserver's system namespace
+/// controller creates them).
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Creates the system namespaces and the `kubernetes` Service in `default` where they are
+/// missing; objects a persisted store already holds are left as they are.
+fn bootstrap_system_objects(state: &State) -> Result<(), status::ApiError> {
+    let op = |resource: &str, namespace: Option<&str>| {
+        state
+            .registry
+            .get("", "v1", resource)
+            .map(|info| api::Op {
+                info,
+                namespace: namespace.map(String::from),
+                name: None,
+                subresource: None,
+                query: std::collections::HashMap::new(),
+                manager: "kube-apiserver".into(),
+                manager_explicit: true,
+            })
+            .ok_or_else(|| status::ApiError::internal(format!("{resource} are not served")))
+    };
+    let namespaces = op("namespaces", None)?;
+    for name in SYSTEM_NAMESPACES {
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        match api::create(state, &namespaces, obj) {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let services = op("services", Some("default"))?;
+    let svc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": "10.96.0.1",
+            "clusterIPs": ["10.96.0.1"],
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
+            "sessionAffinity": "None",
+        },
+    });
+    match api::create(state, &services, svc) {
+        Ok(_) => Ok(()),
+        // Present, or `default` was deleted by hand earlier in a persisted store: either way
+        // there is nothing to repair at start.
+        Err(e) if e.code == 409 || e.code == 404 || e.code == 403 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// How to start a cluster.
@@ -279,6 +340,7 @@ impl DevCluster {
         if config.rbac {
             rbac::bootstrap(&state).map_err(|e| Error::Rbac(e.to_string()))?;
         }
+        bootstrap_system_objects(&state).map_err(|e| Error::SystemObjects(e.to_string()))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(server::serve(
             listener,

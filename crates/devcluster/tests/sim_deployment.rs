@@ -17,15 +17,7 @@ async fn start() -> (DevCluster, tempfile::TempDir) {
     })
     .await
     .unwrap();
-    // The devcluster starts without namespaces; the tests work in "default" as kubectl does.
-    let k = kubectl_bin("kubectl");
-    kubectl_ok(
-        &k,
-        c.kubeconfig_path(),
-        &["apply", "--server-side", "-f", "-"],
-        Some("apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n"),
-    )
-    .await;
+    // The tests work in "default", which the devcluster creates at start as a real cluster.
     (c, dir)
 }
 
