@@ -413,6 +413,11 @@ fn up_deploys_every_example_and_resumes_after_ctrl_c() {
                 "{app} listed by the API: {body}"
             );
         }
+        // The web UI itself is served on the printed URL.
+        let page = reqwest::get(&banner.ui).await.expect("GET the UI");
+        assert_eq!(page.status().as_u16(), 200, "the UI page");
+        let html = page.text().await.expect("the UI page");
+        assert!(html.contains("<html"), "an HTML page: {html}");
     });
     up.wait_for_line("the all-healthy summary", CONVERGE, |l| {
         l.starts_with(&format!(
