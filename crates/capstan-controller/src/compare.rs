@@ -8,7 +8,7 @@ use capstan_api::application::{
 use capstan_engine::diff::{self, DiffOptions, DiffStatus, IgnoreDifference};
 use capstan_engine::health::{self, Health, HealthStatus as Hs};
 use capstan_render::{RenderContext, SourceOptions};
-use capstan_source::{Credentials, RepoUrl};
+use capstan_source::RepoUrl;
 use kube::api::GroupVersionKind;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -100,12 +100,17 @@ pub async fn render(
         kube_version: None,
         api_versions: Vec::new(),
     };
+    let creds = shared
+        .creds
+        .credentials_for(&url)
+        .await
+        .map_err(|e| format!("repository credentials for {url}: {e}"))?;
     let repos = Arc::clone(&shared.repos);
     let renderer = Arc::clone(&shared.renderer);
     let source_owned = source.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let resolved = repos
-            .resolve(&url, &Credentials::None, &rev)
+            .resolve(&url, &creds, &rev)
             .map_err(|e| format!("cannot resolve revision {rev:?}: {e}"))?;
         let tree = repos
             .materialize(&url, &resolved.commit)

@@ -21,6 +21,7 @@
 //! manual sync to another revision is refused.
 
 pub mod compare;
+pub mod creds;
 pub mod error;
 pub mod events;
 pub mod live;
@@ -101,6 +102,8 @@ pub struct Shared {
     pub live: LiveCache,
     /// Kubernetes events on Applications.
     pub recorder: events::Recorder,
+    /// Repository credentials from Secrets in the controller's namespace (the Applications').
+    pub creds: creds::CredStore,
     dirty: Arc<Mutex<HashSet<AppKey>>>,
     memo: Mutex<HashMap<AppKey, Memo>>,
 }
@@ -167,6 +170,13 @@ impl Controller {
         let shared = Shared {
             live: LiveCache::new(client.clone(), tx, Arc::clone(&dirty)),
             recorder: events::recorder(client.clone(), "capstan-controller"),
+            creds: creds::CredStore::new(
+                client.clone(),
+                config
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(appapi::DEFAULT_NAMESPACE),
+            ),
             client,
             config,
             repos: Arc::new(repos),

@@ -29,6 +29,8 @@ enum Command {
     Server(cmd::server::Args),
     /// Manage Applications: create, list, get, diff, sync, wait, history, rollback, unlock, set, delete.
     App(cmd::app::Args),
+    /// Repository credentials (Secrets the controller reads): add, list, rm.
+    Repo(cmd::repo::Args),
     /// Print the YAML to install Capstan in a cluster (CRD, namespace, RBAC, Deployment).
     Install(cmd::install::Args),
 }
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
             Command::Render(args) => cmd::render::run(args).await,
             Command::Server(args) => cmd::server::run(args).await,
             Command::App(args) => cmd::app::run(args).await,
+            Command::Repo(args) => cmd::repo::run(args).await,
             Command::Install(args) => cmd::install::run(args).await,
         }
     });

@@ -6,6 +6,7 @@ pub mod diff;
 pub mod health;
 pub mod install;
 pub mod render;
+pub mod repo;
 pub mod server;
 pub mod up;
 
