@@ -289,6 +289,9 @@ pub struct Server {
     pub initial_admin_password: Option<String>,
     /// The application cache (for tests and benchmarks: it is the watch's feed).
     pub cache: AppCache,
+    /// The metrics served on the metrics listener (give a clone to the controller's
+    /// `Config::recorder` so that its syncs and durations appear).
+    pub metrics: Metrics,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -437,6 +440,7 @@ async fn serve_with(
         metrics_addr,
         initial_admin_password,
         cache,
+        metrics: config.metrics.clone(),
         task,
     })
 }

@@ -175,6 +175,29 @@ impl Metrics {
     }
 }
 
+/// The controller's measurements land in these series.
+impl capstan_controller::metrics::Recorder for Metrics {
+    fn sync_finished(&self, phase: &str) {
+        self.record_sync(phase);
+    }
+
+    fn reconcile_finished(&self, took: Duration) {
+        self.observe_reconcile(took);
+    }
+
+    fn git_fetch_finished(&self, took: Duration) {
+        self.observe_git_fetch(took);
+    }
+
+    fn render_finished(&self, took: Duration) {
+        self.observe_render(took);
+    }
+
+    fn queue_depth(&self, depth: usize) {
+        self.set_queue_depth(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+}
+
 /// Escapes a label value (backslash, quote, newline) as the exposition format requires.
 fn escape(value: &str) -> String {
     value
@@ -211,5 +234,36 @@ mod tests {
         assert!(text.contains("capstan_reconcile_duration_seconds_count 3\n"));
         assert!(text.contains("capstan_queue_depth 7\n"));
         assert!(text.contains("capstan_git_fetch_duration_seconds_count 0\n"));
+    }
+
+    #[test]
+    fn the_controller_records_through_the_trait() {
+        use capstan_controller::metrics::Recorder;
+        let m = Metrics::new();
+        let recorder: std::sync::Arc<dyn Recorder> = std::sync::Arc::new(m.clone());
+        recorder.sync_finished("Failed");
+        recorder.reconcile_finished(Duration::from_millis(20));
+        recorder.git_fetch_finished(Duration::from_millis(2));
+        recorder.render_finished(Duration::from_millis(2));
+        recorder.render_finished(Duration::from_millis(3));
+        recorder.queue_depth(4);
+        let text = m.render(&BTreeMap::new());
+        assert!(
+            text.contains("capstan_syncs_total{result=\"Failed\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("capstan_reconcile_duration_seconds_count 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("capstan_git_fetch_duration_seconds_count 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("capstan_render_duration_seconds_count 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("capstan_queue_depth 4\n"), "{text}");
     }
 }

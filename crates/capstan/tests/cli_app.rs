@@ -124,16 +124,26 @@ async fn install_server_and_app_commands_deploy_an_application() {
     git(&repo, &["commit", "-q", "-m", "first"]);
 
     let cache = tmp.0.join("cache");
-    let _server = Server(
+    let mut server = Server(
         Command::new(env!("CARGO_BIN_EXE_capstan"))
-            .args(["server", "--reconcile-interval", "1s", "--cache-dir"])
+            .args([
+                "server",
+                "--reconcile-interval",
+                "1s",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--cache-dir",
+            ])
             .arg(&cache)
             .env("KUBECONFIG", &kubeconfig)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
+    let announced = read_announcement(&mut server.0);
 
     let repo_url = repo.display().to_string();
     ok(
@@ -217,4 +227,113 @@ async fn install_server_and_app_commands_deploy_an_application() {
     // diff: in sync → exit 0.
     let diff = capstan(&kubeconfig, &["app", "diff", "hello"]);
     assert_eq!(diff.status.code(), Some(0));
+
+    // The same process serves the HTTP API: log in with the password it printed, list.
+    let http = reqwest::Client::new();
+    let api = &announced.api;
+    let login = http
+        .post(format!("{api}/api/v1/session"))
+        .json(&serde_json::json!({"username": "admin", "password": announced.password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200, "login with the printed password");
+    let token = login.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .expect("a bearer token")
+        .to_string();
+    let wrong = http
+        .post(format!("{api}/api/v1/session"))
+        .json(&serde_json::json!({"username": "admin", "password": "not-it"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401, "another password is refused");
+    let page: Value = http
+        .get(format!("{api}/api/v1/applications"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(page["items"][0]["name"], "hello", "{page}");
+
+    // Its metrics listener shows the controller's sync and reconciles, without a session.
+    let metrics = http
+        .get(format!("{}/metrics", announced.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let succeeded = sample(&metrics, "capstan_syncs_total{result=\"Succeeded\"}");
+    assert!(succeeded >= 1.0, "{metrics}");
+    assert!(
+        sample(&metrics, "capstan_reconcile_duration_seconds_count") > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "capstan_git_fetch_duration_seconds_count") > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "capstan_render_duration_seconds_count") > 0.0,
+        "{metrics}"
+    );
+
+    // SIGTERM stops both the controller and the API, with a clean exit.
+    let pid = server.0.id().to_string();
+    ok(
+        Command::new("kill").args(["-TERM", &pid]).output().unwrap(),
+        "kill -TERM",
+    );
+    let status = server.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "capstan server exits cleanly");
+}
+
+/// What `capstan server` prints at start.
+struct Announced {
+    api: String,
+    metrics: String,
+    password: String,
+}
+
+/// Reads the server's stdout until it announced the API, the metrics endpoint and the admin
+/// password (first start on a fresh cluster).
+fn read_announcement(child: &mut Child) -> Announced {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let (mut api, mut metrics, mut password) = (None, None, None);
+    while api.is_none() || metrics.is_none() || password.is_none() {
+        let line = lines
+            .next()
+            .expect("capstan server announces the API, metrics and the password before exiting")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("capstan: API on ") {
+            api = Some(rest.trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("capstan: metrics on ") {
+            metrics = Some(rest.trim().trim_end_matches("/metrics").to_string());
+        } else if line.starts_with("capstan: initial password of user admin") {
+            password = line.rsplit(": ").next().map(str::to_string);
+        }
+    }
+    // Keep draining so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Announced {
+        api: api.unwrap(),
+        metrics: metrics.unwrap(),
+        password: password.unwrap(),
+    }
+}
+
+/// The value of the sample `series` (name with labels) in a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }

@@ -1,6 +1,10 @@
-//! `capstan server`: the controller (and, later, the HTTP API) against a cluster.
+//! `capstan server`: the controller and the HTTP API (with its metrics listener) against a
+//! cluster, in one process.
 
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,6 +33,19 @@ pub struct Args {
     /// Git and manifest cache directory.
     #[arg(long, default_value = ".capstan/cache")]
     pub cache_dir: PathBuf,
+    /// Address of the HTTP API (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address of the Prometheus metrics endpoint (no authentication, as scrapers expect).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub metrics_listen: SocketAddr,
+    /// Run the controller alone: no HTTP API, no metrics listener.
+    #[arg(long, conflicts_with_all = ["listen", "metrics_listen", "insecure_cookies"])]
+    pub no_api: bool,
+    /// Send the session cookie without `Secure`, for a browser reaching the API over plain
+    /// http on another host than localhost. Never on a network-facing server.
+    #[arg(long)]
+    pub insecure_cookies: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -62,19 +79,78 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             "installing the Application CRD (use --no-install-crd if it is managed elsewhere)",
         )?;
     }
+    let namespace = (!args.all_namespaces).then(|| args.namespace.clone());
+    // One metrics handle: the controller records into it, the API's listener serves it.
+    let metrics = capstan_server::Metrics::new();
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = if args.no_api {
+        None
+    } else {
+        let config = capstan_server::Config {
+            listen: args.listen,
+            metrics_listen: Some(args.metrics_listen),
+            namespace: args.namespace.clone(),
+            applications_namespace: namespace.clone(),
+            insecure_cookies: args.insecure_cookies,
+            metrics: metrics.clone(),
+            ..capstan_server::Config::default()
+        };
+        let server = capstan_server::serve(config, client.clone(), async move {
+            let _ = stop_rx.await;
+        })
+        .await
+        .context("starting the HTTP API (choose other addresses with --listen/--metrics-listen, or --no-api)")?;
+        announce(&server)?;
+        Some(server)
+    };
+
     let config = capstan_controller::Config {
-        namespace: (!args.all_namespaces).then(|| args.namespace.clone()),
+        namespace,
         reconcile_interval: args.reconcile_interval,
         concurrency: args.concurrency.max(1),
         cache_dir: args.cache_dir.clone(),
+        recorder: Arc::new(metrics),
         ..capstan_controller::Config::default()
     };
     let controller = capstan_controller::Controller::new(client, config)?;
     tracing::info!(namespace = %args.namespace, "capstan controller running");
-    tokio::select! {
-        () = controller.run() => {}
-        signal = super::devcluster::wait_for_signal() => { signal?; }
-    }
+    let outcome = tokio::select! {
+        () = controller.run() => Ok(()),
+        signal = super::devcluster::wait_for_signal() => signal,
+    };
     eprintln!("capstan: shutting down");
+    // The controller stopped with the select (its reconciles are dropped mid-way, which is
+    // safe: an interrupted operation is resumed at the next start); the API finishes the
+    // requests in flight.
+    let _ = stop_tx.send(());
+    if let Some(server) = server
+        && tokio::time::timeout(Duration::from_secs(10), server.wait())
+            .await
+            .is_err()
+    {
+        eprintln!("capstan: the HTTP API did not stop within 10s; leaving it");
+    }
+    outcome?;
     Ok(0)
+}
+
+/// Prints where the API listens and, once, the generated admin password. Stdout, never a log:
+/// logs are collected and kept, a password must not be.
+fn announce(server: &capstan_server::Server) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "capstan: API on http://{}", server.addr).context("writing to stdout")?;
+    if let Some(addr) = server.metrics_addr {
+        writeln!(out, "capstan: metrics on http://{addr}/metrics").context("writing to stdout")?;
+    }
+    if let Some(password) = &server.initial_admin_password {
+        writeln!(
+            out,
+            "capstan: initial password of user admin (shown once, stored hashed in Secret {}): {password}",
+            capstan_server::auth::USERS_SECRET
+        )
+        .context("writing to stdout")?;
+    }
+    out.flush().context("writing to stdout")?;
+    Ok(())
 }
