@@ -108,23 +108,27 @@ pub async fn render(
     let repos = Arc::clone(&shared.repos);
     let renderer = Arc::clone(&shared.renderer);
     let source_owned = source.clone();
+    let recorder = Arc::clone(&shared.config.recorder);
     let joined = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
         let resolved = repos
             .resolve(&url, &creds, &rev)
             .map_err(|e| format!("cannot resolve revision {rev:?}: {e}"))?;
         let tree = repos
             .materialize(&url, &resolved.commit)
             .map_err(|e| format!("cannot read commit {}: {e}", resolved.commit))?;
+        recorder.git_fetch_finished(started.elapsed());
         let key = (!hard).then(|| tree.tree_id.clone());
-        let rendered = renderer
-            .render(&tree.root, &opts, &ctx, key.as_deref())
-            .map_err(|e| {
-                format!(
-                    "rendering {:?} at {}: {e}",
-                    opts.path,
-                    short(&resolved.commit)
-                )
-            })?;
+        let started = std::time::Instant::now();
+        let rendered = renderer.render(&tree.root, &opts, &ctx, key.as_deref());
+        recorder.render_finished(started.elapsed());
+        let rendered = rendered.map_err(|e| {
+            format!(
+                "rendering {:?} at {}: {e}",
+                opts.path,
+                short(&resolved.commit)
+            )
+        })?;
         Ok::<_, String>(Desired {
             revision: resolved.commit,
             source: source_owned,

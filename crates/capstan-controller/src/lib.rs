@@ -25,6 +25,7 @@ pub mod creds;
 pub mod error;
 pub mod events;
 pub mod live;
+pub mod metrics;
 pub mod ops;
 pub mod sync;
 
@@ -71,6 +72,8 @@ pub struct Config {
     pub self_heal_backoff: Duration,
     /// Where Git repositories and trees are cached.
     pub cache_dir: std::path::PathBuf,
+    /// Where measurements go (syncs, reconcile/fetch/render durations, queue depth).
+    pub recorder: Arc<dyn metrics::Recorder>,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             wave_timeout: Duration::from_secs(600),
             self_heal_backoff: Duration::from_secs(5),
             cache_dir: std::env::temp_dir().join("capstan-cache"),
+            recorder: metrics::none(),
         }
     }
 }
@@ -203,8 +207,12 @@ impl Controller {
             Some(ns) => Api::namespaced(shared.client.clone(), ns),
             None => Api::all(shared.client.clone()),
         };
-        let triggers = tokio_stream_from(self.triggers)
-            .map(|(ns, name)| ObjectRef::<Application>::new(&name).within(&ns));
+        let gauge = Arc::clone(&shared);
+        let triggers = tokio_stream_from(self.triggers).map(move |(ns, name)| {
+            // The live cache marked the application dirty before sending it.
+            gauge.config.recorder.queue_depth(lock(&gauge.dirty).len());
+            ObjectRef::<Application>::new(&name).within(&ns)
+        });
         let config = kube::runtime::controller::Config::default()
             .concurrency(shared.config.concurrency)
             .debounce(Duration::from_millis(50));
@@ -289,7 +297,11 @@ async fn reconcile_entry(
     let interval = interval_of(&shared, &app);
     let fp = fingerprint(&app);
     let memo = lock(&shared.memo).get(&key).cloned();
-    let dirty = lock(&shared.dirty).remove(&key);
+    let (dirty, waiting) = {
+        let mut set = lock(&shared.dirty);
+        (set.remove(&key), set.len())
+    };
+    shared.config.recorder.queue_depth(waiting);
     let due = memo
         .as_ref()
         .is_none_or(|m| m.compared_at.elapsed() >= interval);
@@ -303,7 +315,23 @@ async fn reconcile_entry(
             &key,
         )));
     }
+    let started = Instant::now();
     let last_self_heal = memo.and_then(|m| m.last_self_heal);
+    let result = reconcile_changed(&shared, &app, key, interval, fp, due, last_self_heal).await;
+    shared.config.recorder.reconcile_finished(started.elapsed());
+    result
+}
+
+/// The part of [`reconcile_entry`] that does work (and is measured).
+async fn reconcile_changed(
+    shared: &Arc<Shared>,
+    app: &Application,
+    key: AppKey,
+    interval: Duration,
+    fp: String,
+    due: bool,
+    last_self_heal: Option<Instant>,
+) -> Result<Action, ControllerError> {
     // The watch's copy may lag behind our own last status write; decisions about operations and
     // history are made on the current object.
     let apps: Api<Application> = Api::namespaced(shared.client.clone(), app.namespace());
@@ -316,9 +344,9 @@ async fn reconcile_entry(
         return Ok(Action::await_change());
     };
     if app.metadata.deletion_timestamp.is_some() {
-        return finalize(&shared, &app).await;
+        return finalize(shared, &app).await;
     }
-    let outcome = reconcile(&shared, &app, due, last_self_heal).await?;
+    let outcome = reconcile(shared, &app, due, last_self_heal).await?;
     lock(&shared.memo).insert(
         key.clone(),
         Memo {
@@ -652,9 +680,24 @@ async fn compare_app(
     Ok((cmp, kinds))
 }
 
-/// Runs a sync operation and records it in `status` (operationState, history, lock). Progress
-/// is written to the status as the sync goes.
+/// Runs a sync operation and records it in `status` (operationState, history, lock), and its
+/// result in the metrics.
 async fn run_operation(
+    shared: &Shared,
+    app: &Application,
+    op: Operation,
+    status: &mut ApplicationStatus,
+    retry_count: i64,
+) {
+    execute_operation(shared, app, op, status, retry_count).await;
+    if let Some(state) = &status.operation_state {
+        shared.config.recorder.sync_finished(&state.phase);
+    }
+}
+
+/// Runs a sync operation and records it in `status`. Progress is written to the status as the
+/// sync goes.
+async fn execute_operation(
     shared: &Shared,
     app: &Application,
     op: Operation,
