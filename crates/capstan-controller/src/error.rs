@@ -33,9 +33,13 @@ pub enum ControllerError {
     /// The Application itself is invalid.
     #[error("{0}")]
     InvalidSpec(String),
-    /// A request refused (locked application, missing history entry, …).
+    /// A request refused because of the application's state (locked, an operation already in
+    /// progress, no previous deployment, …).
     #[error("{0}")]
     Refused(String),
+    /// What a request names does not exist (the application, a history entry).
+    #[error("{0}")]
+    NotFound(String),
     /// Anything else with a message.
     #[error("{0}")]
     Other(String),

@@ -2,16 +2,27 @@
 //! Application for the controller to carry out: a sync writes `operation`, a refresh writes the
 //! `capstan.dev/refresh` annotation, a rollback writes a sync operation of a history entry's
 //! revision and source, an unlock clears `status.lock`.
+//!
+//! The CLI and the HTTP API both call these; the initiator is a parameter (the CLI passes
+//! [`current_user`], the API the session's user).
 
 use capstan_api::annotations as ann;
 use capstan_api::application::{
-    Application, Operation, OperationInitiator, PHASE_RUNNING, RESOURCES_FINALIZER, SyncOperation,
+    Application, Lock, Operation, OperationInitiator, PHASE_RUNNING, RESOURCES_FINALIZER,
+    RevisionHistory, SyncOperation,
 };
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::time::Duration;
 
 use crate::ControllerError;
+
+/// Operation phase written to ask the controller to stop a running sync (Argo CD's spelling).
+pub const PHASE_TERMINATING: &str = "Terminating";
+
+/// How many times a request is re-read and re-checked when the Application changed between
+/// the read and the write (the controller writes status often).
+const CONFLICT_ATTEMPTS: usize = 5;
 
 /// The user name recorded as initiator: `$CAPSTAN_USER`, else `$USER`, else `unknown`.
 pub fn current_user() -> String {
@@ -25,7 +36,7 @@ pub async fn get(api: &Api<Application>, name: &str) -> Result<Application, Cont
     api.get_opt(name)
         .await
         .map_err(|e| ControllerError::kube(format!("reading application {name}"), e))?
-        .ok_or_else(|| ControllerError::Refused(format!("application {name} not found")))
+        .ok_or_else(|| ControllerError::NotFound(format!("application {name} not found")))
 }
 
 /// Creates an Application.
@@ -55,15 +66,65 @@ pub async fn refresh(
     Ok(())
 }
 
-/// Requests a sync. Refused at once (as the controller would) when the application is locked
-/// and `revision` names another revision than the locked one, or when an operation is running.
+/// Whether an operation is requested, running or being terminated on `app`.
+pub fn operation_busy(app: &Application) -> bool {
+    app.operation.is_some()
+        || app
+            .status
+            .as_ref()
+            .and_then(|s| s.operation_state.as_ref())
+            .is_some_and(|s| s.phase == PHASE_RUNNING || s.phase == PHASE_TERMINATING)
+}
+
+/// Requests a sync initiated by `username`. Refused at once (as the controller would) when the
+/// application is locked and `sync.revision` names another revision than the locked one, or
+/// when an operation is in progress. The request is written with the resourceVersion it was
+/// checked against, so a concurrent request cannot be overwritten; when the Application changed
+/// in between, it is read and checked again. Returns the Application as written.
 pub async fn request_sync(
     api: &Api<Application>,
     name: &str,
     sync: SyncOperation,
-) -> Result<(), ControllerError> {
-    let app = get(api, name).await?;
-    if let Some(lock) = app.lock()
+    username: &str,
+) -> Result<Application, ControllerError> {
+    let op = Operation {
+        sync: Some(sync),
+        initiated_by: OperationInitiator {
+            username: username.to_string(),
+            automated: false,
+        },
+        ..Operation::default()
+    };
+    for _ in 0..CONFLICT_ATTEMPTS {
+        let app = get(api, name).await?;
+        check_sync(&app, name, &op)?;
+        let patch = json!({
+            "metadata": {"resourceVersion": app.metadata.resource_version},
+            "operation": op,
+        });
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(written) => return Ok(written),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => {
+                return Err(ControllerError::kube(
+                    format!("requesting a sync of {name}"),
+                    e,
+                ));
+            }
+        }
+    }
+    Err(ControllerError::Refused(format!(
+        "application {name} kept changing while requesting a sync ({CONFLICT_ATTEMPTS} attempts); try again"
+    )))
+}
+
+/// The refusals of [`request_sync`], on the Application as read.
+fn check_sync(app: &Application, name: &str, op: &Operation) -> Result<(), ControllerError> {
+    let sync = op.sync.as_ref();
+    if let (Some(lock), Some(sync)) = (app.lock(), sync)
         && sync.rollback_id.is_none()
         && !sync.revision.is_empty()
         && !lock.revision.starts_with(&sync.revision)
@@ -73,72 +134,56 @@ pub async fn request_sync(
             lock.revision, lock.locked_by, lock.locked_at
         )));
     }
-    if app.operation.is_some()
-        || app
-            .status
-            .as_ref()
-            .and_then(|s| s.operation_state.as_ref())
-            .is_some_and(|s| s.phase == PHASE_RUNNING)
-    {
+    if operation_busy(app) {
         return Err(ControllerError::Refused(format!(
             "application {name} already has an operation in progress"
         )));
     }
-    let op = Operation {
-        sync: Some(sync),
-        initiated_by: OperationInitiator {
-            username: current_user(),
-            automated: false,
-        },
-        ..Operation::default()
-    };
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "operation": op })),
-    )
-    .await
-    .map_err(|e| ControllerError::kube(format!("requesting a sync of {name}"), e))?;
     Ok(())
 }
 
-/// Requests a rollback to history entry `id` (default: the entry before the last one). The
-/// application is locked once the sync succeeded.
+/// Which history entry a rollback goes to: `id`, or the entry before the last one.
+pub fn rollback_target(
+    app: &Application,
+    id: Option<i64>,
+) -> Result<RevisionHistory, ControllerError> {
+    let name = app.name();
+    let history = app
+        .status
+        .as_ref()
+        .map(|s| s.history.as_slice())
+        .unwrap_or_default();
+    match id {
+        Some(id) => history.iter().find(|h| h.id == id).cloned().ok_or_else(|| {
+            ControllerError::NotFound(format!(
+                "application {name} has no history entry {id} (entries: {})",
+                history
+                    .iter()
+                    .map(|h| h.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }),
+        None => match history.len() {
+            0 | 1 => Err(ControllerError::Refused(format!(
+                "application {name} has no previous deployment to roll back to"
+            ))),
+            n => Ok(history[n - 2].clone()),
+        },
+    }
+}
+
+/// Requests, as `username`, a rollback to history entry `id` (default: the entry before the
+/// last one): a sync of that entry's revision and source. The controller locks the application
+/// once the sync succeeded. Returns the entry.
 pub async fn rollback(
     api: &Api<Application>,
     name: &str,
     id: Option<i64>,
-) -> Result<i64, ControllerError> {
+    username: &str,
+) -> Result<RevisionHistory, ControllerError> {
     let app = get(api, name).await?;
-    let history = app
-        .status
-        .as_ref()
-        .map(|s| s.history.clone())
-        .unwrap_or_default();
-    let entry = match id {
-        Some(id) => history
-            .iter()
-            .find(|h| h.id == id)
-            .cloned()
-            .ok_or_else(|| {
-                ControllerError::Refused(format!(
-                    "application {name} has no history entry {id} (entries: {})",
-                    history
-                        .iter()
-                        .map(|h| h.id.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?,
-        None => {
-            if history.len() < 2 {
-                return Err(ControllerError::Refused(format!(
-                    "application {name} has no previous deployment to roll back to"
-                )));
-            }
-            history[history.len() - 2].clone()
-        }
-    };
+    let entry = rollback_target(&app, id)?;
     request_sync(
         api,
         name,
@@ -148,17 +193,23 @@ pub async fn rollback(
             rollback_id: Some(entry.id),
             ..SyncOperation::default()
         },
+        username,
     )
     .await?;
-    Ok(entry.id)
+    Ok(entry)
 }
 
-/// Removes the lock, then asks for a refresh so that automated sync resumes at once.
-pub async fn unlock(api: &Api<Application>, name: &str) -> Result<bool, ControllerError> {
+/// Removes the lock and asks for a refresh so that automated sync resumes at once. Returns the
+/// lock removed, `None` when the application was not locked. Records nothing: the caller
+/// records who did it ([`unlock`] with an Event, the HTTP API with its audit Event).
+pub async fn remove_lock(
+    api: &Api<Application>,
+    name: &str,
+) -> Result<Option<Lock>, ControllerError> {
     let app = get(api, name).await?;
-    if app.lock().is_none() {
-        return Ok(false);
-    }
+    let Some(lock) = app.lock().cloned() else {
+        return Ok(None);
+    };
     api.patch_status(
         name,
         &PatchParams::default(),
@@ -166,21 +217,33 @@ pub async fn unlock(api: &Api<Application>, name: &str) -> Result<bool, Controll
     )
     .await
     .map_err(|e| ControllerError::kube(format!("unlocking {name}"), e))?;
+    refresh(api, name, false).await?;
+    Ok(Some(lock))
+}
+
+/// Removes the lock as `username` (see [`remove_lock`]) and records an `Unlocked` Event on the
+/// Application. Returns whether it was locked.
+pub async fn unlock(
+    api: &Api<Application>,
+    name: &str,
+    username: &str,
+) -> Result<bool, ControllerError> {
+    let app = get(api, name).await?;
+    let Some(lock) = remove_lock(api, name).await? else {
+        return Ok(false);
+    };
     let recorder = crate::events::recorder(api.clone().into_client(), "capstan-cli");
-    let who = current_user();
     crate::events::publish(
         &recorder,
         &app,
         false,
         "Unlocked",
         format!(
-            "unlocked by {who} (was locked at {} by {})",
-            app.lock().map(|l| l.revision.as_str()).unwrap_or(""),
-            app.lock().map(|l| l.locked_by.as_str()).unwrap_or("")
+            "unlocked by {username} (was locked at {} by {})",
+            lock.revision, lock.locked_by
         ),
     )
     .await;
-    refresh(api, name, false).await?;
     Ok(true)
 }
 

@@ -47,7 +47,7 @@ async fn a_sync_interrupted_by_a_restart_finishes_with_one_history_entry() {
         !sync_status(a).is_empty()
     })
     .await;
-    capstan_controller::ops::request_sync(&env.apps, "resumable", Default::default())
+    capstan_controller::ops::request_sync(&env.apps, "resumable", Default::default(), "tester")
         .await
         .unwrap();
     // Wait until the sync is stuck waiting for wave 0 (the Ingress exists, wave 1 not yet).

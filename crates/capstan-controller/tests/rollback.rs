@@ -39,10 +39,11 @@ async fn rollback_locks_until_unlocked_and_survives_a_restart() {
     .await;
 
     // Roll back to the previous entry.
-    // SAFETY of the env var: set before any thread reads it in this test process' ops calls.
-    unsafe { std::env::set_var("CAPSTAN_USER", "alice") };
-    let id = ops::rollback(&env.apps, "shop", None).await.unwrap();
-    assert_eq!(id, 0);
+    let entry = ops::rollback(&env.apps, "shop", None, "alice")
+        .await
+        .unwrap();
+    assert_eq!(entry.id, 0);
+    assert_eq!(entry.revision, first);
     let app = env
         .until("shop", "the rollback to lock", |a| a.lock().is_some())
         .await;
@@ -80,6 +81,7 @@ async fn rollback_locks_until_unlocked_and_survives_a_restart() {
             revision: third.clone(),
             ..SyncOperation::default()
         },
+        "alice",
     )
     .await
     .unwrap_err();
@@ -148,7 +150,7 @@ async fn rollback_locks_until_unlocked_and_survives_a_restart() {
     );
 
     // Unlock: automated sync brings the latest commit back.
-    assert!(ops::unlock(&env.apps, "shop").await.unwrap());
+    assert!(ops::unlock(&env.apps, "shop", "alice").await.unwrap());
     env.until_cm("cfg", "the latest commit after unlock", |c| {
         cm_value(c).as_deref() == Some("three")
     })

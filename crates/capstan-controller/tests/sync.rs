@@ -118,7 +118,7 @@ async fn manual_app_reports_drift_and_syncs_on_request() {
     // Without automated sync nothing is applied.
     assert!(env.cm("manual").await.is_none());
 
-    capstan_controller::ops::request_sync(&env.apps, "manual", Default::default())
+    capstan_controller::ops::request_sync(&env.apps, "manual", Default::default(), "tester")
         .await
         .unwrap();
     env.until("manual", "Synced after the manual sync", |a| {

@@ -73,7 +73,7 @@ async fn presync_hook_then_waves_in_order_until_healthy() {
         !sync_status(a).is_empty()
     })
     .await;
-    capstan_controller::ops::request_sync(&env.apps, "layered", Default::default())
+    capstan_controller::ops::request_sync(&env.apps, "layered", Default::default(), "tester")
         .await
         .unwrap();
     let app = env
@@ -140,7 +140,7 @@ async fn a_failing_image_degrades_the_app_and_fails_the_sync_before_later_waves(
         !sync_status(a).is_empty()
     })
     .await;
-    capstan_controller::ops::request_sync(&env.apps, "broken-image", Default::default())
+    capstan_controller::ops::request_sync(&env.apps, "broken-image", Default::default(), "tester")
         .await
         .unwrap();
     let app = env

@@ -5,25 +5,23 @@
 //!
 //! Every action is recorded as a Kubernetes Event on the Application naming the user.
 //!
-//! The controller's `capstan_controller::ops` writes the same requests but records the process
-//! user (`$USER`) as initiator; the server must record the session's user, so the requests are
-//! written here until `ops` takes an initiator.
+//! Sync, rollback, refresh and unlock are the CLI's requests: they go through
+//! `capstan_controller::ops` (one definition of what a request is and when it is refused), with
+//! the session's user as initiator. Lock, auto-sync and terminate exist only here.
 
 use crate::auth::User;
 use crate::error::ApiError;
-use capstan_api::annotations as ann;
-use capstan_api::application::{
-    Application, Operation, OperationInitiator, PHASE_RUNNING, SyncOperation,
-};
+use axum::http::StatusCode;
+use capstan_api::application::{Application, PHASE_RUNNING, SyncOperation};
+use capstan_controller::ControllerError;
+use capstan_controller::ops;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde::Deserialize;
 use serde_json::json;
 
-/// Operation phase the server writes to ask the controller to stop a running sync (Argo CD's
-/// spelling).
-pub const PHASE_TERMINATING: &str = "Terminating";
+pub use capstan_controller::ops::PHASE_TERMINATING;
 
 /// Body of `POST …/sync`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -69,13 +67,16 @@ pub struct AutoSyncRequest {
     pub enabled: bool,
 }
 
-fn operation_busy(app: &Application) -> bool {
-    app.operation.is_some()
-        || app
-            .status
-            .as_ref()
-            .and_then(|s| s.operation_state.as_ref())
-            .is_some_and(|s| s.phase == PHASE_RUNNING || s.phase == PHASE_TERMINATING)
+/// The HTTP answer to a refused or failed request of `ops`: 404 for what does not exist, 409
+/// for a refusal by the application's state, the cluster's own code for a failed write.
+fn api_error(e: ControllerError) -> ApiError {
+    match e {
+        ControllerError::NotFound(m) => ApiError::not_found(m),
+        ControllerError::Refused(m) => ApiError::conflict(m),
+        ControllerError::InvalidSpec(m) => ApiError::bad_request(m),
+        ControllerError::Kube { what, source } => ApiError::kube(&what, source),
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
 }
 
 async fn read(api: &Api<Application>, name: &str, ns: &str) -> Result<Application, ApiError> {
@@ -85,52 +86,9 @@ async fn read(api: &Api<Application>, name: &str, ns: &str) -> Result<Applicatio
         .ok_or_else(|| ApiError::not_found(format!("application {ns}/{name} not found")))
 }
 
-/// Writes `operation` (with the application's resourceVersion, so a concurrent change makes
-/// this a 409 instead of a lost request).
-async fn write_operation(
-    api: &Api<Application>,
-    app: &Application,
-    sync: SyncOperation,
-    user: &User,
-) -> Result<(), ApiError> {
-    let (ns, name) = (app.namespace(), app.name());
-    if let Some(lock) = app.lock()
-        && sync.rollback_id.is_none()
-        && !sync.revision.is_empty()
-        && !lock.revision.starts_with(&sync.revision)
-    {
-        return Err(ApiError::conflict(format!(
-            "application {ns}/{name} is locked at {} by {} since {}; unlock it first",
-            lock.revision, lock.locked_by, lock.locked_at
-        )));
-    }
-    if operation_busy(app) {
-        return Err(ApiError::conflict(format!(
-            "application {ns}/{name} already has an operation in progress"
-        )));
-    }
-    let op = Operation {
-        sync: Some(sync),
-        initiated_by: OperationInitiator {
-            username: user.username.clone(),
-            automated: false,
-        },
-        ..Operation::default()
-    };
-    let patch = json!({
-        "metadata": {"resourceVersion": app.metadata.resource_version},
-        "operation": op,
-    });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| ApiError::kube(&format!("requesting an operation on {ns}/{name}"), e))?;
-    Ok(())
-}
-
 /// Requests a sync.
 pub async fn sync(
     api: &Api<Application>,
-    ns: &str,
     name: &str,
     req: SyncRequest,
     user: &User,
@@ -142,20 +100,20 @@ pub async fn sync(
             "field resources: syncing selected resources is not supported by the controller yet",
         ));
     }
-    let app = read(api, name, ns).await?;
     let revision = req.revision.clone();
-    write_operation(
+    let app = ops::request_sync(
         api,
-        &app,
+        name,
         SyncOperation {
             revision: req.revision,
             prune: req.prune,
             dry_run: req.dry_run,
             ..SyncOperation::default()
         },
-        user,
+        &user.username,
     )
-    .await?;
+    .await
+    .map_err(api_error)?;
     let target = if revision.is_empty() {
         let t = &app.spec.source.target_revision;
         if t.is_empty() {
@@ -180,50 +138,13 @@ pub async fn sync(
 /// controller locks the application once it succeeded. Returns the entry id and the message.
 pub async fn rollback(
     api: &Api<Application>,
-    ns: &str,
     name: &str,
     req: RollbackRequest,
     user: &User,
 ) -> Result<(i64, String), ApiError> {
-    let app = read(api, name, ns).await?;
-    let history = app
-        .status
-        .as_ref()
-        .map(|s| s.history.as_slice())
-        .unwrap_or_default();
-    let entry = match req.id {
-        Some(id) => history.iter().find(|h| h.id == id).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "application {ns}/{name} has no history entry {id} (entries: {})",
-                history
-                    .iter()
-                    .map(|h| h.id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?,
-        None => match history.len() {
-            0 | 1 => {
-                return Err(ApiError::conflict(format!(
-                    "application {ns}/{name} has no previous deployment to roll back to"
-                )));
-            }
-            n => &history[n - 2],
-        },
-    };
-    let entry = entry.clone();
-    write_operation(
-        api,
-        &app,
-        SyncOperation {
-            revision: entry.revision.clone(),
-            source: Some(entry.source.clone()),
-            rollback_id: Some(entry.id),
-            ..SyncOperation::default()
-        },
-        user,
-    )
-    .await?;
+    let entry = ops::rollback(api, name, req.id, &user.username)
+        .await
+        .map_err(api_error)?;
     Ok((
         entry.id,
         format!(
@@ -236,19 +157,13 @@ pub async fn rollback(
 /// Asks for a refresh.
 pub async fn refresh(
     api: &Api<Application>,
-    ns: &str,
     name: &str,
     hard: bool,
     user: &User,
 ) -> Result<String, ApiError> {
+    // Not read first: a missing application is the API server's 404 on the patch.
+    ops::refresh(api, name, hard).await.map_err(api_error)?;
     let value = if hard { "hard" } else { "normal" };
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {ann::REFRESH: value}}})),
-    )
-    .await
-    .map_err(|e| ApiError::kube(&format!("requesting a refresh of {ns}/{name}"), e))?;
     Ok(format!(
         "user {} requested a {value} refresh",
         user.username
@@ -258,26 +173,15 @@ pub async fn refresh(
 /// Removes the lock, then asks for a refresh so that automated sync resumes at once.
 pub async fn unlock(
     api: &Api<Application>,
-    ns: &str,
     name: &str,
     user: &User,
 ) -> Result<Option<String>, ApiError> {
-    let app = read(api, name, ns).await?;
-    let Some(lock) = app.lock() else {
+    let Some(lock) = ops::remove_lock(api, name).await.map_err(api_error)? else {
         return Ok(None);
     };
-    let revision = lock.revision.clone();
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"lock": null}})),
-    )
-    .await
-    .map_err(|e| ApiError::kube(&format!("unlocking {ns}/{name}"), e))?;
-    refresh(api, ns, name, false, user).await?;
     Ok(Some(format!(
-        "user {} unlocked the application (was locked at {revision})",
-        user.username
+        "user {} unlocked the application (was locked at {})",
+        user.username, lock.revision
     )))
 }
 

@@ -812,7 +812,7 @@ async fn sync(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let req: actions::SyncRequest = body(&bytes)?;
-    let message = actions::sync(&apps_api(&state, &ns), &ns, &name, req, &user).await?;
+    let message = actions::sync(&apps_api(&state, &ns), &name, req, &user).await?;
     Ok(done(&state, &ns, &name, "SyncRequested", message, json!({})).await)
 }
 
@@ -823,7 +823,7 @@ async fn refresh(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let req: actions::RefreshRequest = body(&bytes)?;
-    let message = actions::refresh(&apps_api(&state, &ns), &ns, &name, req.hard, &user).await?;
+    let message = actions::refresh(&apps_api(&state, &ns), &name, req.hard, &user).await?;
     Ok(done(&state, &ns, &name, "RefreshRequested", message, json!({})).await)
 }
 
@@ -834,7 +834,7 @@ async fn rollback(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let req: actions::RollbackRequest = body(&bytes)?;
-    let (id, message) = actions::rollback(&apps_api(&state, &ns), &ns, &name, req, &user).await?;
+    let (id, message) = actions::rollback(&apps_api(&state, &ns), &name, req, &user).await?;
     Ok(done(
         &state,
         &ns,
@@ -860,7 +860,7 @@ async fn unlock(
     Extension(user): Extension<User>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    match actions::unlock(&apps_api(&state, &ns), &ns, &name, &user).await? {
+    match actions::unlock(&apps_api(&state, &ns), &name, &user).await? {
         Some(message) => Ok(done(&state, &ns, &name, "Unlocked", message, json!({})).await),
         None => Ok(
             Json(json!({"message": format!("application {ns}/{name} was not locked")}))

@@ -430,6 +430,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
                     dry_run,
                     ..SyncOperation::default()
                 },
+                &ops::current_user(),
             )
             .await?;
             println!("sync of {name} requested");
@@ -484,14 +485,16 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             Ok(0)
         }
         Verb::Rollback { name, id } => {
-            let id = ops::rollback(&api, &name, id).await?;
+            let id = ops::rollback(&api, &name, id, &ops::current_user())
+                .await?
+                .id;
             println!(
                 "rollback of {name} to history entry {id} requested; the application will be locked"
             );
             wait_operation(&api, &name, Duration::from_secs(300)).await
         }
         Verb::Unlock { name } => {
-            if ops::unlock(&api, &name).await? {
+            if ops::unlock(&api, &name, &ops::current_user()).await? {
                 println!("application {name} unlocked");
             } else {
                 println!("application {name} was not locked");
