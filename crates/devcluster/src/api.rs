@@ -722,6 +722,7 @@ fn create_object(
     {
         map.remove("status");
     }
+    crate::defaults::apply(&info.group, &info.resource, &mut obj);
     let rv_hint = state.store.current_rv() + 1;
     prepare_kind(state, op, &mut obj, None, rv_hint)?;
     fields(&mut obj)?;
@@ -942,6 +943,7 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
                 if !sent_fields && let Some(mf) = meta(&live).and_then(|m| m.get("managedFields")) {
                     meta_mut(&mut new).insert("managedFields".into(), mf.clone());
                 }
+                crate::defaults::apply(&info.group, &info.resource, &mut new);
                 apply::record_update(
                     &info.hints,
                     Some(&live),
@@ -968,6 +970,7 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
                     ));
                 }
                 check_kind(op, &mut new)?;
+                crate::defaults::apply(&info.group, &info.resource, &mut new);
                 apply::record_update(
                     &info.hints,
                     Some(&live),
@@ -978,15 +981,20 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
                 );
                 new
             }
-            Change::Apply(applied, force) => apply::server_side_apply(
-                &info.hints,
-                Some(&live),
-                applied,
-                &op.manager,
-                *force,
-                &now(),
-            )
-            .map_err(|e| apply_err(info, &name, e))?,
+            Change::Apply(applied, force) => {
+                let mut new = apply::server_side_apply(
+                    &info.hints,
+                    Some(&live),
+                    applied,
+                    &op.manager,
+                    *force,
+                    &now(),
+                )
+                .map_err(|e| apply_err(info, &name, e))?;
+                // After the merge, so the applier owns only what it applied.
+                crate::defaults::apply(&info.group, &info.resource, &mut new);
+                new
+            }
         };
         restore_server_fields(op, &live, &mut new)?;
         check_meta_strings(op, &new, &name)?;

@@ -22,6 +22,7 @@ pub mod api;
 pub mod apply;
 pub mod auth;
 pub mod controllers;
+pub mod defaults;
 pub mod discovery;
 pub mod faults;
 pub mod protobuf;

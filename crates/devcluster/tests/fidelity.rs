@@ -145,3 +145,146 @@ async fn system_namespaces_of_a_persisted_store_are_not_recreated() {
     assert!(ns.get_opt("kube-node-lease").await.unwrap().is_some());
     c.shutdown().await;
 }
+
+const WORKLOADS: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: nginx, ports: [{containerPort: 80}]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once, namespace: default}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: once, image: "busybox:1.36"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{port: 8080}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_defaults_are_filled_in_and_not_owned_by_the_applier() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(dir.path()).await;
+    let k = kubectl_bin("kubectl");
+    let kc = c.kubeconfig_path();
+    kubectl_ok(
+        &k,
+        kc,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=gitops",
+            "-f",
+            "-",
+        ],
+        Some(WORKLOADS),
+    )
+    .await;
+    let d = json_of(
+        &kubectl_ok(
+            &k,
+            kc,
+            &[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "json",
+                "--show-managed-fields",
+            ],
+            None,
+        )
+        .await,
+    );
+    let spec = &d["spec"];
+    assert_eq!(spec["replicas"], 1);
+    assert_eq!(
+        spec["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+    );
+    assert_eq!(spec["revisionHistoryLimit"], 10);
+    assert_eq!(spec["progressDeadlineSeconds"], 600);
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Always");
+    assert_eq!(pod["dnsPolicy"], "ClusterFirst");
+    assert_eq!(pod["schedulerName"], "default-scheduler");
+    assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+    assert_eq!(pod["securityContext"], json!({}));
+    let ctr = &pod["containers"][0];
+    assert_eq!(ctr["imagePullPolicy"], "Always");
+    assert_eq!(ctr["terminationMessagePath"], "/dev/termination-log");
+    assert_eq!(ctr["terminationMessagePolicy"], "File");
+    assert_eq!(ctr["ports"][0]["protocol"], "TCP");
+    // The applier owns what it applied, not the defaults.
+    let owned = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["manager"] == "gitops")
+        .expect("gitops manages fields")["fieldsV1"]
+        .to_string();
+    assert!(owned.contains("f:selector"), "{owned}");
+    assert!(!owned.contains("f:progressDeadlineSeconds"), "{owned}");
+    assert!(!owned.contains("f:dnsPolicy"), "{owned}");
+
+    let job = json_of(&kubectl_ok(&k, kc, &["get", "job", "once", "-o", "json"], None).await);
+    assert_eq!(job["spec"]["backoffLimit"], 6);
+    assert_eq!(job["spec"]["completions"], 1);
+    assert_eq!(job["spec"]["parallelism"], 1);
+    assert_eq!(job["spec"]["completionMode"], "NonIndexed");
+    assert_eq!(job["spec"]["suspend"], false);
+    assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+
+    let svc = json_of(&kubectl_ok(&k, kc, &["get", "service", "web", "-o", "json"], None).await);
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+    assert_eq!(svc["spec"]["sessionAffinity"], "None");
+    assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    assert_eq!(svc["spec"]["ipFamilies"], json!(["IPv4"]));
+    assert_eq!(svc["spec"]["ipFamilyPolicy"], "SingleStack");
+    assert_eq!(svc["spec"]["internalTrafficPolicy"], "Cluster");
+
+    // Re-applying the same manifest is not a change: the diff against defaults is empty.
+    let diff = kubectl(
+        &k,
+        kc,
+        &["diff", "--server-side", "--field-manager=gitops", "-f", "-"],
+        Some(WORKLOADS),
+    )
+    .await;
+    assert_eq!(diff.code, 0, "{}{}", diff.stdout, diff.stderr);
+    // A value the client sets wins over the default, through a plain merge patch too.
+    kubectl_ok(
+        &k,
+        kc,
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"revisionHistoryLimit":2}}"#,
+        ],
+        None,
+    )
+    .await;
+    let d = json_of(&kubectl_ok(&k, kc, &["get", "deployment", "web", "-o", "json"], None).await);
+    assert_eq!(d["spec"]["revisionHistoryLimit"], 2);
+    assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
+}

@@ -201,8 +201,6 @@ metadata: {{name: db, namespace: default}}
 spec:
   serviceName: db
   replicas: 3
-  # Written out: the devcluster does not default it yet, and kubectl rollout status needs it.
-  updateStrategy: {{type: RollingUpdate}}
   selector: {{matchLabels: {{app: db}}}}
   template:
     metadata: {{labels: {{app: db}}}}
@@ -318,8 +316,6 @@ async fn daemonset_runs_one_pod_per_node() {
 kind: DaemonSet
 metadata: {name: agent, namespace: default}
 spec:
-  # Written out: the devcluster does not default it yet, and kubectl rollout status needs it.
-  updateStrategy: {type: RollingUpdate}
   selector: {matchLabels: {app: agent}}
   template:
     metadata: {labels: {app: agent}}
