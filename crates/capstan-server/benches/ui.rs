@@ -27,7 +27,12 @@ fn app(i: usize) -> Application {
         "capstan",
         &format!("app-{i:05}"),
         ApplicationSpec {
-            project: if i.is_multiple_of(3) { "team-a" } else { "default" }.into(),
+            project: if i.is_multiple_of(3) {
+                "team-a"
+            } else {
+                "default"
+            }
+            .into(),
             source: ApplicationSource {
                 repo_url: format!("https://git.example.invalid/org/repo-{}.git", i % 50),
                 target_revision: "main".into(),
@@ -44,12 +49,22 @@ fn app(i: usize) -> Application {
     );
     let mut status = a.status_or_default();
     status.sync = Some(SyncStatus {
-        status: if i.is_multiple_of(7) { "OutOfSync" } else { "Synced" }.into(),
+        status: if i.is_multiple_of(7) {
+            "OutOfSync"
+        } else {
+            "Synced"
+        }
+        .into(),
         revision: format!("{:040x}", i),
         compared_to: None,
     });
     status.health = Some(HealthStatus {
-        status: if i.is_multiple_of(11) { "Degraded" } else { "Healthy" }.into(),
+        status: if i.is_multiple_of(11) {
+            "Degraded"
+        } else {
+            "Healthy"
+        }
+        .into(),
         message: None,
     });
     a.status = Some(status);

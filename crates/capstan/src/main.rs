@@ -15,7 +15,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start everything on this machine: an embedded cluster (and, as it lands, the agent and UI).
+    /// Start everything on this machine: embedded cluster, controller, web UI and example apps.
     Up(cmd::up::Args),
     /// Run the embedded Kubernetes API server in the foreground.
     Devcluster(cmd::devcluster::Args),
@@ -25,7 +25,7 @@ enum Command {
     Diff(cmd::diff::Args),
     /// Render an application's manifests from a Git repository, exactly as Capstan would deploy them.
     Render(cmd::render::Args),
-    /// Run the controller against a cluster (reconciles Applications from Git).
+    /// Run the controller and the HTTP API + web UI against a cluster.
     Server(cmd::server::Args),
     /// Manage Applications: create, list, get, diff, sync, wait, history, rollback, unlock, set, delete.
     App(cmd::app::Args),

@@ -173,6 +173,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             namespace: Some(appapi::DEFAULT_NAMESPACE.to_string()),
             reconcile_interval: args.reconcile_interval,
             cache_dir: layout.cache.clone(),
+            recorder: std::sync::Arc::new(server.metrics.clone()),
             ..capstan_controller::Config::default()
         },
     )
