@@ -25,6 +25,7 @@ pub mod creds;
 pub mod error;
 pub mod events;
 pub mod live;
+pub mod manifests;
 pub mod metrics;
 pub mod ops;
 pub mod sync;

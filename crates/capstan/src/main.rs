@@ -33,6 +33,8 @@ enum Command {
     Repo(cmd::repo::Args),
     /// Print the YAML to install Capstan in a cluster (CRD, namespace, RBAC, Deployment).
     Install(cmd::install::Args),
+    /// Measure Capstan end to end on the embedded cluster (e.g. `bench scale --apps 1000`).
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
             Command::App(args) => cmd::app::run(args).await,
             Command::Repo(args) => cmd::repo::run(args).await,
             Command::Install(args) => cmd::install::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
         }
     });
     match result {

@@ -100,10 +100,7 @@ pub enum Verb {
         output: Output,
     },
     /// Objects that differ between Git and the cluster (exit 0: none, 1: some, 2: error).
-    Diff {
-        /// Name.
-        name: String,
-    },
+    Diff(super::app_diff::Args),
     /// Sync an Application.
     Sync {
         /// Name.
@@ -392,27 +389,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Verb::Diff { name } => {
-            let app = ops::get(&api, &name).await?;
-            let status = app.status.unwrap_or_default();
-            let mut differs = false;
-            for r in status.resources.iter().filter(|r| r.status != "Synced") {
-                differs = true;
-                let what = if r.requires_pruning {
-                    "not in Git (would be pruned)"
-                } else {
-                    "differs from Git"
-                };
-                println!("{} {}/{}: {what}", r.kind, r.namespace, r.name);
-            }
-            if status.sync.as_ref().is_some_and(|s| s.status == "Unknown") {
-                for c in &status.conditions {
-                    eprintln!("{}: {}", c.type_, c.message);
-                }
-                return Ok(2);
-            }
-            Ok(u8::from(differs))
-        }
+        Verb::Diff(diff) => super::app_diff::run(api, diff).await,
         Verb::Sync {
             name,
             revision,

@@ -1,6 +1,8 @@
 //! One module per subcommand: each owns its clap `Args` and an async `run` returning the exit code.
 
 pub mod app;
+pub mod app_diff;
+pub mod bench;
 pub mod devcluster;
 pub mod diff;
 pub mod health;

@@ -1,0 +1,1 @@
+//! Desired and live manifests of an application, and their diff, for the HTTP API and the CLI.
