@@ -1,0 +1,80 @@
+//! `capstan bench scale` end to end on a tiny scale: the built binary starts its embedded
+//! cluster, Git repository, controller and webhook server, and prints one JSON object with every
+//! figure. No timing is asserted (the machine is shared); only that every figure is there and
+//! makes sense.
+
+use std::process::Command;
+
+const FIGURES: &[&str] = &[
+    "apps",
+    "objects_per_app",
+    "concurrency",
+    "seconds_to_synced",
+    "apps_per_second",
+    "capstan_objects_per_second",
+    "raw_apply_seconds",
+    "raw_apply_objects_per_second",
+    "raw_ratio",
+    "controller_cpu_seconds_to_synced",
+    "refresh_seconds",
+    "refresh_cpu_ms_per_app",
+    "refresh_cluster_cpu_ms_per_app",
+    "peak_rss_mib",
+    "webhook_commits",
+    "webhook_latency_ms_p50",
+    "webhook_latency_ms_p90",
+];
+
+#[test]
+fn bench_scale_prints_every_figure_as_one_json_object() {
+    let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args([
+            "bench",
+            "scale",
+            "--apps",
+            "3",
+            "--objects-per-app",
+            "2",
+            "-o",
+            "json",
+            "--timeout",
+            "120s",
+        ])
+        .env("CAPSTAN_LOG", "warn")
+        .output()
+        .expect("the capstan binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one JSON object on stdout, got:\n{stdout}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).expect("stdout is JSON");
+    for key in FIGURES {
+        let x = v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} is missing or not a number in {v}"));
+        assert!(x.is_finite() && x > 0.0, "{key} = {x} in {v}");
+    }
+    assert_eq!(v["apps"], serde_json::json!(3.0));
+    assert_eq!(v["objects_per_app"], serde_json::json!(2.0));
+    assert_eq!(v["webhook_commits"], serde_json::json!(5.0));
+    for goal in ["apps_per_second", "raw_ratio", "refresh_cpu_ms_per_app"] {
+        assert!(
+            v["goals_met"][goal].is_boolean(),
+            "goals_met.{goal} missing in {v}"
+        );
+    }
+    assert!(
+        v["peak_rss_note"].is_string(),
+        "peak_rss_note missing in {v}"
+    );
+    // Progress goes to stderr, never into the JSON.
+    assert!(
+        stderr.contains("all Synced and Healthy"),
+        "stderr:\n{stderr}"
+    );
+}
