@@ -26,7 +26,7 @@ mod error;
 mod helm;
 mod jsonnet;
 mod kustomize;
-mod manifest;
+pub mod manifest;
 mod options;
 mod paths;
 mod process;

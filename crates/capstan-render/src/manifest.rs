@@ -1,9 +1,102 @@
 //! Manifest text to objects: multi-document YAML and JSON, `List` kinds expanded, errors with
 //! file and line, and the stable output order.
+//!
+//! The renderer reads repository files through the crate-private parsers; [`parse_file`] is the
+//! same reading for manifest files a person hands to the CLI (`capstan health`, `capstan diff`),
+//! where every object is reported with the document (and `List` item) it came from.
 
 use crate::RenderError;
 use serde::Deserialize;
 use serde_json::Value;
+
+/// One object of a manifest file, with the place it was found (for messages about it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileObject {
+    /// The object, as JSON.
+    pub object: Value,
+    /// 1-based number of the YAML document (`---` separated) that holds it.
+    pub document: usize,
+    /// 1-based position in the `items` of a `List` document, when it came from one.
+    pub item: Option<usize>,
+}
+
+impl FileObject {
+    /// Where the object stands in its file: `document 2` or `document 1, item 3`.
+    pub fn place(&self) -> String {
+        match self.item {
+            Some(item) => format!("document {}, item {item}", self.document),
+            None => format!("document {}", self.document),
+        }
+    }
+}
+
+/// Parses the text of a manifest file (YAML or JSON, several `---` separated documents) into
+/// its objects, in order: empty documents are skipped, the items of a `List` document (`kind:
+/// List`, `ConfigMapList` … as `kubectl get -o yaml` prints) stand in for it, merge keys are
+/// applied. `file` names the file in errors, which also name the document (and item) and, for
+/// a syntax error, the line. Every document and item must be a mapping; which fields an object
+/// needs is for the caller to judge.
+pub fn parse_file(file: &str, text: &str) -> Result<Vec<FileObject>, RenderError> {
+    let not_a_mapping = |place: String| RenderError::Manifest {
+        file: file.to_string(),
+        message: format!("{place} is not a Kubernetes object (a mapping)"),
+    };
+    let documents = yaml_documents(text).map_err(|(document, err)| RenderError::Manifest {
+        file: file.to_string(),
+        // The parser's message carries the line and column.
+        message: format!("document {document} is not valid YAML or JSON: {err}"),
+    })?;
+    let mut objects = Vec::new();
+    for (index, doc) in documents.into_iter().enumerate() {
+        let document = index + 1;
+        let value = serde_json::to_value(&doc).map_err(|e| RenderError::Manifest {
+            file: file.to_string(),
+            message: format!("document {document} cannot be read as JSON: {e}"),
+        })?;
+        match value {
+            Value::Null => {}
+            Value::Object(mut map) if is_list(&map) => {
+                let Some(Value::Array(items)) = map.remove("items") else {
+                    unreachable!("is_list checked that items is an array");
+                };
+                for (i, object) in items.into_iter().enumerate() {
+                    let found = FileObject {
+                        object,
+                        document,
+                        item: Some(i + 1),
+                    };
+                    if !found.object.is_object() {
+                        return Err(not_a_mapping(found.place()));
+                    }
+                    objects.push(found);
+                }
+            }
+            object @ Value::Object(_) => objects.push(FileObject {
+                object,
+                document,
+                item: None,
+            }),
+            _ => return Err(not_a_mapping(format!("document {document}"))),
+        }
+    }
+    Ok(objects)
+}
+
+/// Splits a YAML stream into its documents with merge keys applied (`Null` for an empty
+/// document). A syntax error gives the 1-based number of the failing document and the
+/// parser's error (which knows the line).
+fn yaml_documents(text: &str) -> Result<Vec<serde_yaml_ng::Value>, (usize, serde_yaml_ng::Error)> {
+    let mut docs = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let parsed = serde_yaml_ng::Value::deserialize(document).and_then(|mut v| {
+            // Kubernetes' YAML reader honours merge keys (`<<: *anchor`); so do we.
+            v.apply_merge()?;
+            Ok(v)
+        });
+        docs.push(parsed.map_err(|err| (index + 1, err))?);
+    }
+    Ok(docs)
+}
 
 /// How strictly a text must consist of Kubernetes objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,30 +115,20 @@ pub(crate) fn parse_yaml(
     text: &str,
     strictness: Strictness,
 ) -> Result<Vec<Value>, RenderError> {
-    let mut docs = Vec::new();
-    for document in serde_yaml_ng::Deserializer::from_str(text) {
-        let parsed = serde_yaml_ng::Value::deserialize(document).and_then(|mut v| {
-            // Kubernetes' YAML reader honours merge keys (`<<: *anchor`); so do we.
-            v.apply_merge()?;
-            Ok(v)
-        });
-        match parsed {
-            Ok(v) => docs.push(v),
-            Err(err) => {
-                if strictness == Strictness::Lenient
-                    && docs.is_empty()
-                    && !looks_like_manifest(text)
-                {
-                    return Ok(Vec::new());
-                }
-                return Err(RenderError::Parse {
-                    file: file.to_string(),
-                    line: err.location().map(|l| l.line()),
-                    message: err.to_string(),
-                });
-            }
+    let docs = match yaml_documents(text) {
+        Ok(docs) => docs,
+        // A file that fails in its first document and does not look like a manifest is not one.
+        Err((1, _)) if strictness == Strictness::Lenient && !looks_like_manifest(text) => {
+            return Ok(Vec::new());
         }
-    }
+        Err((_, err)) => {
+            return Err(RenderError::Parse {
+                file: file.to_string(),
+                line: err.location().map(|l| l.line()),
+                message: err.to_string(),
+            });
+        }
+    };
     let mut objects = Vec::new();
     let mut non_objects = 0usize;
     for (index, doc) in docs.into_iter().enumerate() {
@@ -141,17 +224,20 @@ fn is_object(v: &Value) -> bool {
         && v.get("kind").and_then(Value::as_str).is_some()
 }
 
+/// A `List` document: a kind ending in `List` with an `items` array.
+fn is_list(obj: &serde_json::Map<String, Value>) -> bool {
+    obj.get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.ends_with("List"))
+        && obj.get("items").is_some_and(Value::is_array)
+}
+
 /// Replaces `*List` objects (`kind: List`, `ConfigMapList` …) by their items, recursively.
 fn expand_lists(file: &str, objects: Vec<Value>) -> Result<Vec<Value>, RenderError> {
     let mut out = Vec::with_capacity(objects.len());
     let mut stack: Vec<Value> = objects.into_iter().rev().collect();
     while let Some(obj) = stack.pop() {
-        let is_list = obj
-            .get("kind")
-            .and_then(Value::as_str)
-            .is_some_and(|k| k.ends_with("List"))
-            && obj.get("items").is_some_and(Value::is_array);
-        if !is_list {
+        if !obj.as_object().is_some_and(is_list) {
             validate(file, &obj)?;
             out.push(obj);
             continue;
@@ -263,6 +349,54 @@ mod tests {
                 .is_empty()
         );
         assert!(parse_yaml("values.yaml", "replicas: 3\n", Strictness::Strict).is_err());
+    }
+
+    #[test]
+    fn parse_file_reports_each_object_with_its_document_and_item() {
+        let text = "# comment only\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Secret, metadata: {name: s}}\n- {kind: Pod}\n";
+        // A comment before the first `---` is no document; the empty one between two `---` is.
+        let objs = parse_file("app.yaml", text).unwrap();
+        let places: Vec<String> = objs.iter().map(FileObject::place).collect();
+        assert_eq!(
+            places,
+            ["document 1", "document 3, item 1", "document 3, item 2"]
+        );
+        assert_eq!(objs[1].object["kind"], "Secret");
+        // Field requirements are the caller's: an item without apiVersion is still returned.
+        assert_eq!(objs[2].object, json!({"kind": "Pod"}));
+        let json = parse_file(
+            "role.json",
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}"#,
+        )
+        .unwrap();
+        assert_eq!(json[0].object["metadata"]["name"], "c");
+    }
+
+    #[test]
+    fn parse_file_errors_name_file_document_item_and_line() {
+        let bad_yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\nkind: Pod\nmetadata:\n  name: x\n   labels: {}\n";
+        let msg = parse_file("dir/bad.yaml", bad_yaml)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("dir/bad.yaml: document 2 is not valid YAML or JSON: "),
+            "{msg}"
+        );
+        assert!(msg.contains("line 8"), "{msg}");
+
+        let scalar = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\njust text\n";
+        let msg = parse_file("s.yaml", scalar).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "s.yaml: document 2 is not a Kubernetes object (a mapping)"
+        );
+
+        let list = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n- just a string\n";
+        let msg = parse_file("l.yaml", list).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "l.yaml: document 1, item 2 is not a Kubernetes object (a mapping)"
+        );
     }
 
     #[test]

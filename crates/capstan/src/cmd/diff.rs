@@ -8,7 +8,6 @@
 
 use anyhow::{Context, bail};
 use capstan_engine::diff::{DiffOptions, DiffStatus, ObjectDiff, diff, group_of};
-use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -123,45 +122,17 @@ fn compare(desired: &[(Value, Key)], live: &[(Value, Key)]) -> anyhow::Result<Ve
     Ok(results)
 }
 
-/// Reads every object of a YAML/JSON file, unpacking `List` kinds.
+/// Reads every object of a YAML/JSON file (see [`capstan_render::manifest::parse_file`]) with
+/// the identity it is paired by.
 fn read_objects(path: &Path) -> anyhow::Result<Vec<(Value, Key)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut out = Vec::new();
-    for (doc_index, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
-        let value = Value::deserialize(doc).with_context(|| {
-            format!(
-                "{}: document {} is not valid YAML or JSON",
-                path.display(),
-                doc_index + 1
-            )
-        })?;
-        match value {
-            Value::Null => {}
-            Value::Object(ref map)
-                if map
-                    .get("kind")
-                    .and_then(Value::as_str)
-                    .is_some_and(|k| k.ends_with("List"))
-                    && map.get("items").is_some_and(Value::is_array) =>
-            {
-                if let Some(Value::Array(items)) = map.get("items") {
-                    for item in items {
-                        let key = key_of(item, path, out.len())?;
-                        out.push((item.clone(), key));
-                    }
-                }
-            }
-            Value::Object(_) => {
-                let key = key_of(&value, path, out.len())?;
-                out.push((value, key));
-            }
-            _ => bail!(
-                "{}: document {} is not a Kubernetes object (a mapping)",
-                path.display(),
-                doc_index + 1
-            ),
-        }
-    }
-    Ok(out)
+    capstan_render::manifest::parse_file(&path.display().to_string(), &text)?
+        .into_iter()
+        .enumerate()
+        .map(|(index, found)| {
+            let key = key_of(&found.object, path, index)?;
+            Ok((found.object, key))
+        })
+        .collect()
 }

@@ -9,7 +9,7 @@
 use anyhow::{Context, bail};
 use capstan_engine::health::{Health, HealthChecker};
 use capstan_engine::lua::LuaScripts;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -146,54 +146,24 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
-/// Reads every object of a file: documents in order, `List` items unpacked, empty documents
-/// skipped. Errors name the file and the document (and the line, from the YAML parser).
+/// Reads every object of a file (see [`capstan_render::manifest::parse_file`]) and checks that
+/// each can be judged. Errors name the file and the document (and the line, from the YAML
+/// parser).
 fn read_objects(path: &Path) -> anyhow::Result<Vec<Value>> {
     let source =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut objects = Vec::new();
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(&source).enumerate() {
-        let doc = index + 1;
-        let value = Value::deserialize(document).with_context(|| {
-            format!(
-                "{}: document {doc} is not valid YAML or JSON",
-                path.display()
-            )
-        })?;
-        let is_list = value
-            .get("kind")
-            .and_then(Value::as_str)
-            .is_some_and(|k| k.ends_with("List"))
-            && value.get("items").is_some_and(Value::is_array);
-        match value {
-            Value::Null => {}
-            Value::Object(mut map) if is_list => {
-                let Some(Value::Array(items)) = map.remove("items") else {
-                    unreachable!("is_list checked that items is an array");
-                };
-                for (i, item) in items.into_iter().enumerate() {
-                    let what = format!("{}: document {doc}, item {}", path.display(), i + 1);
-                    objects.push(check_object(item, &what)?);
-                }
-            }
-            value @ Value::Object(_) => objects.push(check_object(
-                value,
-                &format!("{}: document {doc}", path.display()),
-            )?),
-            _ => bail!(
-                "{}: document {doc} is not a Kubernetes object (a mapping)",
-                path.display()
-            ),
-        }
-    }
-    Ok(objects)
+    capstan_render::manifest::parse_file(&path.display().to_string(), &source)?
+        .into_iter()
+        .map(|found| {
+            let what = format!("{}: {}", path.display(), found.place());
+            check_object(found.object, &what)
+        })
+        .collect()
 }
 
-/// An object needs `apiVersion` and `kind` to be judged at all, and a name to be reported.
+/// An object (a mapping, as `parse_file` guarantees) needs `apiVersion` and `kind` to be judged
+/// at all, and a name to be reported.
 fn check_object(value: Value, what: &str) -> anyhow::Result<Value> {
-    if !value.is_object() {
-        bail!("{what} is not a Kubernetes object (a mapping)");
-    }
     for (pointer, field) in [("/apiVersion", "apiVersion"), ("/kind", "kind")] {
         if text(&value, pointer).is_none() {
             bail!("{what}: missing or non-string field {field}");
