@@ -1,10 +1,25 @@
-//! Prometheus metrics, in the text exposition format (written by hand: six series do not need a
-//! metrics library).
+//! Prometheus metrics, in the text exposition format (written by hand: seven series do not need
+//! a metrics library).
 //!
 //! [`Metrics`] is a cheap, cloneable handle. The controller records into it (syncs, reconcile,
-//! Git fetch and render durations, queue depth); the server serves it on its own listener,
-//! together with the `capstan_applications{sync,health}` gauge it counts from its application
-//! cache at scrape time.
+//! Git fetch and render durations, queue depth), the webhook handler counts its deliveries; the
+//! server serves it on its own listener, together with the `capstan_applications{sync,health}`
+//! gauge it counts from its application cache at scrape time.
+//!
+//! The series:
+//! - `capstan_applications{sync, health}` (gauge): applications by sync and health status;
+//! - `capstan_syncs_total{result}` (counter): finished syncs by result (`Succeeded`, `Failed`,
+//!   `Error`);
+//! - `capstan_webhook_requests_total{provider, result}` (counter): Git webhook deliveries by
+//!   provider (`github`, `gitlab`, `gitea`, `unknown` when no provider header is set) and
+//!   result: `refreshed` (a push refreshed at least one application), `ignored` (verified, but
+//!   a ping, another event, or a push no application follows), `unauthorized` (no secret
+//!   configured, signature or token missing or wrong), `invalid` (no provider header, malformed
+//!   payload), `error` (Capstan could not read the secret or refresh an application). A body
+//!   over the size limit is refused before the handler and is not counted;
+//! - `capstan_reconcile_duration_seconds`, `capstan_git_fetch_duration_seconds`,
+//!   `capstan_render_duration_seconds` (histograms);
+//! - `capstan_queue_depth` (gauge): applications waiting for a reconcile.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -64,6 +79,8 @@ impl Histogram {
 
 struct Inner {
     syncs: Mutex<BTreeMap<String, u64>>,
+    /// Webhook deliveries by (provider, result).
+    webhooks: Mutex<BTreeMap<(String, String), u64>>,
     reconcile: Histogram,
     git_fetch: Histogram,
     render: Histogram,
@@ -91,6 +108,7 @@ impl Metrics {
     pub fn new() -> Self {
         Metrics(Arc::new(Inner {
             syncs: Mutex::new(BTreeMap::new()),
+            webhooks: Mutex::new(BTreeMap::new()),
             reconcile: Histogram::new(),
             git_fetch: Histogram::new(),
             render: Histogram::new(),
@@ -102,6 +120,19 @@ impl Metrics {
     pub fn record_sync(&self, result: &str) {
         let mut syncs = self.0.syncs.lock().unwrap_or_else(PoisonError::into_inner);
         *syncs.entry(result.to_string()).or_insert(0) += 1;
+    }
+
+    /// Counts one webhook delivery of `provider` with its `result` (see the module
+    /// documentation for the values).
+    pub fn record_webhook(&self, provider: &str, result: &str) {
+        let mut webhooks = self
+            .0
+            .webhooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *webhooks
+            .entry((provider.to_string(), result.to_string()))
+            .or_insert(0) += 1;
     }
 
     /// Records how long one reconcile of one application took.
@@ -145,6 +176,25 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "capstan_syncs_total{{result=\"{}\"}} {n}",
+                    escape(result)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP capstan_webhook_requests_total Git webhook deliveries by provider and result.\n",
+        );
+        out.push_str("# TYPE capstan_webhook_requests_total counter\n");
+        {
+            let webhooks = self
+                .0
+                .webhooks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for ((provider, result), n) in webhooks.iter() {
+                let _ = writeln!(
+                    out,
+                    "capstan_webhook_requests_total{{provider=\"{}\",result=\"{}\"}} {n}",
+                    escape(provider),
                     escape(result)
                 );
             }
@@ -220,6 +270,9 @@ mod tests {
         m.record_sync("Succeeded");
         m.record_sync("Fa\"iled");
         m.set_queue_depth(7);
+        m.record_webhook("github", "refreshed");
+        m.record_webhook("github", "refreshed");
+        m.record_webhook("gitlab", "unauthorized");
         let mut apps = BTreeMap::new();
         apps.insert(("Synced".to_string(), "Healthy".to_string()), 3);
         let text = m.render(&apps);
@@ -233,6 +286,12 @@ mod tests {
         assert!(text.contains("capstan_reconcile_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
         assert!(text.contains("capstan_reconcile_duration_seconds_count 3\n"));
         assert!(text.contains("capstan_queue_depth 7\n"));
+        assert!(text.contains(
+            "capstan_webhook_requests_total{provider=\"github\",result=\"refreshed\"} 2\n"
+        ));
+        assert!(text.contains(
+            "capstan_webhook_requests_total{provider=\"gitlab\",result=\"unauthorized\"} 1\n"
+        ));
         assert!(text.contains("capstan_git_fetch_duration_seconds_count 0\n"));
     }
 

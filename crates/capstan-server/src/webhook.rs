@@ -440,31 +440,93 @@ async fn request_refresh(
     .await
 }
 
-/// The handler of `POST /api/webhook`.
+/// What became of a delivery: the `result` label of `capstan_webhook_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A push refreshed at least one application.
+    Refreshed,
+    /// Verified, but nothing to refresh: a ping, another event, a push no application follows.
+    Ignored,
+    /// Refused for want of a valid signature or token (or of a configured secret).
+    Unauthorized,
+    /// Not a delivery Capstan understands: no provider header, a malformed payload.
+    Invalid,
+    /// Capstan failed: the secret could not be read or an application not refreshed.
+    Error,
+}
+
+impl Outcome {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Refreshed => "refreshed",
+            Outcome::Ignored => "ignored",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::Invalid => "invalid",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// The handler of `POST /api/webhook`: handles the delivery and counts it by provider and
+/// [`Outcome`].
 pub(crate) async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (provider, event) = Provider::detect(&headers).ok_or(WebhookError::UnknownProvider)?;
-    let secret = secret_of(&state, provider).await.inspect_err(|e| {
+    let (provider, outcome, response) = match Provider::detect(&headers) {
+        None => (
+            "unknown",
+            Outcome::Invalid,
+            Err(WebhookError::UnknownProvider.into()),
+        ),
+        Some((provider, event)) => match deliver(&state, provider, &event, &headers, &body).await {
+            Ok((outcome, response)) => (provider.key(), outcome, Ok(response)),
+            Err((outcome, e)) => (provider.key(), outcome, Err(e)),
+        },
+    };
+    state
+        .config
+        .metrics
+        .record_webhook(provider, outcome.label());
+    response
+}
+
+/// Verifies, parses and acts on one delivery of `provider`.
+async fn deliver(
+    state: &AppState,
+    provider: Provider,
+    event: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Outcome, Response), (Outcome, ApiError)> {
+    let secret = secret_of(state, provider).await.map_err(|e| {
         tracing::warn!(provider = provider.key(), reason = %e.message, "webhook refused");
+        // A missing secret refuses the delivery; a failure to read it is ours.
+        let outcome = if e.status == StatusCode::UNAUTHORIZED {
+            Outcome::Unauthorized
+        } else {
+            Outcome::Error
+        };
+        (outcome, e)
     })?;
-    verify(provider, &headers, &body, &secret).inspect_err(|e| {
+    verify(provider, headers, body, &secret).map_err(|e| {
         tracing::warn!(provider = provider.key(), reason = %e, "webhook refused");
+        (Outcome::Unauthorized, e.into())
     })?;
-    let push = match parse(provider, &event, &body)? {
+    let push = match parse(provider, event, body).map_err(|e| (Outcome::Invalid, e.into()))? {
         Delivery::Ping => {
-            return Ok(Json(json!({
+            let answer = json!({
                 "provider": provider.key(), "event": event, "message": "pong", "refreshed": []
-            }))
-            .into_response());
+            });
+            return Ok((Outcome::Ignored, Json(answer).into_response()));
         }
         Delivery::Ignored(why) => {
-            return Ok(Json(json!({
+            let answer = json!({
                 "provider": provider.key(), "event": event, "message": why, "refreshed": []
-            }))
-            .into_response());
+            });
+            return Ok((Outcome::Ignored, Json(answer).into_response()));
         }
         Delivery::Push(push) => push,
     };
@@ -490,7 +552,7 @@ pub(crate) async fn receive(
                 .as_ref()
                 .and_then(|m| m.get(ann::REFRESH).cloned())
         });
-        match request_refresh(&state, &app.namespace, &app.name, current.as_deref()).await {
+        match request_refresh(state, &app.namespace, &app.name, current.as_deref()).await {
             Ok(updated) => {
                 let message = format!(
                     "{} webhook: push to {} of {}",
@@ -510,6 +572,7 @@ pub(crate) async fn receive(
             }
         }
     }
+    let refreshed_any = !refreshed.is_empty();
     let mut out = json!({
         "provider": provider.key(),
         "event": event,
@@ -517,12 +580,20 @@ pub(crate) async fn receive(
         "refreshed": refreshed,
     });
     if failed.is_empty() {
-        Ok(Json(out).into_response())
+        let outcome = if refreshed_any {
+            Outcome::Refreshed
+        } else {
+            Outcome::Ignored
+        };
+        Ok((outcome, Json(out).into_response()))
     } else {
         // Not 2xx, so the provider shows the delivery as failed and it can be redelivered;
         // refreshing twice is harmless.
         out["failed"] = Value::Array(failed);
-        Ok((StatusCode::BAD_GATEWAY, Json(out)).into_response())
+        Ok((
+            Outcome::Error,
+            (StatusCode::BAD_GATEWAY, Json(out)).into_response(),
+        ))
     }
 }
 

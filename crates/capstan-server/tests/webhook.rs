@@ -1,6 +1,7 @@
 //! `POST /api/webhook` over real HTTP against the server and an in-process devcluster: signed
 //! pushes refresh exactly the applications following the pushed repository and ref, and every
-//! unverifiable delivery is refused without touching anything.
+//! unverifiable delivery is refused without touching anything; every delivery is counted in
+//! `capstan_webhook_requests_total`.
 
 mod common;
 
@@ -84,6 +85,29 @@ async fn post(env: &Env, headers: &[(&str, String)], body: &[u8]) -> (u16, Value
     )
 }
 
+/// `capstan_webhook_requests_total{provider, result}` as scraped from the metrics listener
+/// (0 when the series has not appeared yet).
+async fn webhook_count(env: &Env, provider: &str, result: &str) -> u64 {
+    let text = env
+        .http
+        .get(format!("{}/metrics", env.metrics_base))
+        .send()
+        .await
+        .expect("metrics scraped")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("# TYPE capstan_webhook_requests_total counter\n"),
+        "{text}"
+    );
+    let series =
+        format!("capstan_webhook_requests_total{{provider=\"{provider}\",result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |n| n.parse().expect("a counter value"))
+}
+
 fn github_push(reference: &str) -> Vec<u8> {
     json!({
         "ref": reference,
@@ -165,6 +189,8 @@ async fn a_signed_github_push_refreshes_only_the_apps_on_that_repo_and_branch() 
     assert_eq!(s, 401);
     let marks = refresh_marks(&env).await;
     assert!(refreshed_names(&marks).is_empty(), "{marks:?}");
+    assert_eq!(webhook_count(&env, "github", "unauthorized").await, 3);
+    assert_eq!(webhook_count(&env, "github", "refreshed").await, 0);
 
     // Ping: verified, answered, nothing refreshed.
     let ping = br#"{"zen": "Keep it logically awesome.", "hook_id": 1}"#;
@@ -184,6 +210,13 @@ async fn a_signed_github_push_refreshes_only_the_apps_on_that_repo_and_branch() 
         ["shop-head", "shop-main"],
         "{marks:?}"
     );
+    assert_eq!(
+        webhook_count(&env, "github", "ignored").await,
+        1,
+        "the ping"
+    );
+    assert_eq!(webhook_count(&env, "github", "refreshed").await, 1);
+    assert_eq!(webhook_count(&env, "github", "unauthorized").await, 3);
 
     // Audited on each refreshed application, and only there.
     let events = Api::<Event>::namespaced(env.client.clone(), "capstan")
@@ -296,6 +329,10 @@ async fn gitlab_tokens_and_gitea_signatures_are_verified() {
         refreshed_names(&refresh_marks(&env).await),
         ["gl-dev", "gt-range", "gt-v1"]
     );
+    for provider in ["gitlab", "gitea"] {
+        assert_eq!(webhook_count(&env, provider, "unauthorized").await, 1);
+        assert_eq!(webhook_count(&env, provider, "refreshed").await, 1);
+    }
     env.stop().await;
 }
 
@@ -365,5 +402,11 @@ async fn unconfigured_providers_unknown_senders_and_malformed_payloads_are_refus
     .await;
     assert_eq!(s, 413);
     assert!(refreshed_names(&refresh_marks(&env).await).is_empty());
+
+    assert_eq!(webhook_count(&env, "github", "unauthorized").await, 2);
+    assert_eq!(webhook_count(&env, "unknown", "invalid").await, 1);
+    // The two malformed payloads; the oversized body never reached the handler.
+    assert_eq!(webhook_count(&env, "gitlab", "invalid").await, 2);
+    assert_eq!(webhook_count(&env, "github", "refreshed").await, 0);
     env.stop().await;
 }
