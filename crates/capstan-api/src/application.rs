@@ -366,6 +366,87 @@ pub struct SyncOperation {
     /// sync succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_id: Option<i64>,
+    /// A selective sync: only these objects are applied or pruned (all of them when empty). As
+    /// in Argo CD, a selective sync runs no hooks and is not recorded in `status.history`, so
+    /// it cannot be rolled back to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<SyncOperationResource>,
+}
+
+/// One object of a selective sync (`operation.sync.resources[]`, Argo CD's
+/// SyncOperationResource).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncOperationResource {
+    /// API group (empty for the core group).
+    #[serde(default)]
+    pub group: String,
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Namespace; empty matches the object in any namespace (and cluster-scoped objects).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+}
+
+impl SyncOperationResource {
+    /// Whether this entry names the object `group`/`kind` `namespace`/`name`.
+    pub fn matches(&self, group: &str, kind: &str, namespace: &str, name: &str) -> bool {
+        self.group == group
+            && self.kind == kind
+            && self.name == name
+            && (self.namespace.is_empty() || self.namespace == namespace)
+    }
+
+    /// Parses the CLI's form `GROUP:KIND:NAME` or `GROUP:KIND:NAMESPACE/NAME` (argocd's
+    /// `--resource`; GROUP may be empty for the core group).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let [group, kind, rest] = parts.as_slice() else {
+            return Err(format!(
+                "resource {text:?}: expected GROUP:KIND:NAME or GROUP:KIND:NAMESPACE/NAME"
+            ));
+        };
+        let (namespace, name) = match rest.split_once('/') {
+            Some((ns, name)) => (ns.trim(), name.trim()),
+            None => ("", rest.trim()),
+        };
+        let resource = SyncOperationResource {
+            group: group.trim().to_string(),
+            kind: kind.trim().to_string(),
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        };
+        resource
+            .validate()
+            .map_err(|e| format!("resource {text:?}: {e}"))?;
+        Ok(resource)
+    }
+
+    /// Checks the shape: kind and name are required, group may be empty.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.kind.trim().is_empty() {
+            return Err("kind is required".into());
+        }
+        if self.name.trim().is_empty() {
+            return Err("name is required".into());
+        }
+        if self.name.contains('/') || self.namespace.contains('/') {
+            return Err("name and namespace may not contain '/'".into());
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for SyncOperationResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:", self.group, self.kind)?;
+        if !self.namespace.is_empty() {
+            write!(f, "{}/", self.namespace)?;
+        }
+        write!(f, "{}", self.name)
+    }
 }
 
 /// Who started an operation.
@@ -542,6 +623,10 @@ pub const PHASE_SUCCEEDED: &str = "Succeeded";
 pub const PHASE_FAILED: &str = "Failed";
 /// Operation phase `Error`.
 pub const PHASE_ERROR: &str = "Error";
+/// Operation phase `Terminating`: a person asked the controller to stop the running operation.
+pub const PHASE_TERMINATING: &str = "Terminating";
+/// The message of an operation stopped on request (Argo CD's wording).
+pub const MESSAGE_TERMINATED: &str = "Operation terminated";
 
 /// `status.operationState.syncResult`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -764,6 +849,40 @@ mod tests {
     }
 
     #[test]
+    fn selective_sync_resources_parse_as_argocd_writes_them() {
+        let r = SyncOperationResource::parse("apps:Deployment:web").unwrap();
+        assert_eq!(
+            (r.group.as_str(), r.kind.as_str(), r.name.as_str()),
+            ("apps", "Deployment", "web")
+        );
+        assert!(r.namespace.is_empty());
+        assert!(r.matches("apps", "Deployment", "demo", "web"));
+        assert!(!r.matches("", "Deployment", "demo", "web"));
+        let r = SyncOperationResource::parse(":ConfigMap:demo/settings").unwrap();
+        assert_eq!(r.group, "");
+        assert_eq!(r.namespace, "demo");
+        assert!(r.matches("", "ConfigMap", "demo", "settings"));
+        assert!(!r.matches("", "ConfigMap", "other", "settings"));
+        assert_eq!(r.to_string(), ":ConfigMap:demo/settings");
+        for bad in [
+            "web",
+            "apps:Deployment",
+            ":ConfigMap:",
+            "apps::web",
+            "a:b:c:d",
+            ":ConfigMap:demo/",
+        ] {
+            assert!(SyncOperationResource::parse(bad).is_err(), "{bad} accepted");
+        }
+        let op: SyncOperation = serde_json::from_value(json!({
+            "resources": [{"kind": "ConfigMap", "name": "a"}, {"group": "apps", "kind": "Deployment", "name": "b", "namespace": "demo"}]
+        }))
+        .unwrap();
+        assert_eq!(op.resources.len(), 2);
+        assert_eq!(op.resources[0].group, "");
+    }
+
+    #[test]
     fn crd_schema_is_structural_and_lists_the_argo_fields() {
         let crd = serde_json::to_value(crd()).unwrap();
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
@@ -793,6 +912,9 @@ mod tests {
             assert!(status.get(field).is_some(), "status.{field} missing");
         }
         assert!(schema["properties"]["operation"]["properties"]["sync"].is_object());
+        let selected = &schema["properties"]["operation"]["properties"]["sync"]["properties"]["resources"]
+            ["items"];
+        assert_eq!(selected["required"], json!(["kind", "name"]), "{selected}");
         // Structural schemas forbid $ref and definitions.
         let text = crd.to_string();
         assert!(!text.contains("$ref"), "{text}");

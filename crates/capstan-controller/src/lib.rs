@@ -46,7 +46,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller as KubeController};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -459,6 +459,29 @@ async fn reconcile(
         .as_ref()
         .filter(|s| s.phase == appapi::PHASE_RUNNING)
         .map(|s| s.operation.clone());
+    // Terminating with no sync running (the controller stopped while it was asked to stop):
+    // the stop is complete.
+    if let Some(state) = status
+        .operation_state
+        .as_mut()
+        .filter(|s| s.phase == appapi::PHASE_TERMINATING)
+    {
+        state.phase = appapi::PHASE_FAILED.to_string();
+        state.message = appapi::MESSAGE_TERMINATED.to_string();
+        state.finished_at = Some(now_rfc3339());
+        let op = state.operation.clone();
+        events::emit(
+            shared,
+            app,
+            true,
+            "OperationTerminated",
+            format!(
+                "sync initiated by {} was terminated on request",
+                events::initiator(&op.initiated_by)
+            ),
+        )
+        .await;
+    }
     if app.operation.is_none()
         && let Some(op) = interrupted
     {
@@ -495,6 +518,13 @@ async fn reconcile(
         && cmp.shared.is_empty()
     {
         let last = previous.operation_state.as_ref();
+        // A selective sync deployed part of the revision only: it is no attempt of it.
+        let last = last.filter(|s| {
+            s.operation
+                .sync
+                .as_ref()
+                .is_none_or(|o| o.resources.is_empty())
+        });
         let attempted = last.is_some_and(|s| {
             s.sync_result.as_ref().is_some_and(|r| {
                 r.revision == cmp.desired.revision && r.source.as_ref() == Some(&app.spec.source)
@@ -515,7 +545,11 @@ async fn reconcile(
         // spec.syncPolicy.retry: a failed automated sync is tried again after a backoff.
         let retry = last
             .filter(|s| {
-                attempted && s.phase == appapi::PHASE_FAILED && s.operation.initiated_by.automated
+                // A terminated sync was stopped by a person: it is not retried.
+                attempted
+                    && s.phase == appapi::PHASE_FAILED
+                    && s.operation.initiated_by.automated
+                    && s.message != appapi::MESSAGE_TERMINATED
             })
             .and_then(|s| {
                 let policy = app.spec.sync_policy.as_ref()?.retry.as_ref()?;
@@ -787,6 +821,16 @@ async fn execute_operation(
             "rollback to history entry {id} ({})",
             compare::short(&cmp.desired.revision)
         ),
+        None if !sync_op.resources.is_empty() => format!(
+            "selective sync of {} to {}",
+            sync_op
+                .resources
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            compare::short(&cmp.desired.revision)
+        ),
         None => format!("sync to {}", compare::short(&cmp.desired.revision)),
     };
     let who = events::initiator(&op.initiated_by);
@@ -814,36 +858,39 @@ async fn execute_operation(
         prune: sync_op.prune,
         allow_empty: policy.automated.as_ref().is_some_and(|a| a.allow_empty),
         dry_run: sync_op.dry_run,
+        resources: sync_op.resources.clone(),
+        stop: sync::StopFlag::default(),
     };
+    let watch = watch_termination(apps.clone(), app.name().to_string(), req.stop.clone());
     let progress_apps = apps.clone();
     let name = app.name().to_string();
-    let running_state = running.operation_state.clone();
     let progress = move |message: String| -> futures::future::BoxFuture<'static, ()> {
-        let mut state = running_state.clone();
-        if let Some(os) = state.as_mut() {
-            os.message = message;
-        }
         let apps = progress_apps.clone();
         let name = name.clone();
         // Awaited by the executor, so a progress write never lands after the final status;
-        // it is informative, so a failed write is not an error.
+        // it is informative, so a failed write is not an error. Only the message is written:
+        // the phase may have been set to Terminating by a person meanwhile.
         Box::pin(async move {
-            let body = json!({"status": {"operationState": state}});
+            let body = json!({"status": {"operationState": {"message": message}}});
             let _ = apps
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(body))
                 .await;
         })
     };
     let result = sync::execute(shared, &cmp, &kinds, &req, &progress).await;
+    watch.abort();
     state.sync_result = Some(SyncOperationResult {
         resources: result.resources,
         revision: cmp.desired.revision.clone(),
         source: Some(source.clone()),
     });
+    let selective = !sync_op.resources.is_empty();
     if result.succeeded {
         finish(&mut state, appapi::PHASE_SUCCEEDED, result.message);
         status.conditions.retain(|c| c.type_ != "SyncError");
-        if !sync_op.dry_run {
+        // A selective sync is not recorded in history (as in Argo CD): it did not deploy the
+        // revision as a whole, so it is no state to roll back to.
+        if !sync_op.dry_run && !selective {
             let id = status.history.iter().map(|h| h.id).max().unwrap_or(-1) + 1;
             status.history.push(RevisionHistory {
                 id,
@@ -875,7 +922,16 @@ async fn execute_operation(
     } else {
         finish(&mut state, appapi::PHASE_FAILED, result.message.clone());
     }
-    if state.phase == appapi::PHASE_SUCCEEDED {
+    if result.terminated {
+        events::emit(
+            shared,
+            app,
+            true,
+            "OperationTerminated",
+            format!("{what} initiated by {who} was terminated on request"),
+        )
+        .await;
+    } else if state.phase == appapi::PHASE_SUCCEEDED {
         events::emit(
             shared,
             app,
@@ -913,6 +969,41 @@ async fn execute_operation(
         .await;
     }
     status.operation_state = Some(state);
+}
+
+/// Watches the Application `name` and raises `stop` when its operation is marked Terminating
+/// (`DELETE …/operation`, `capstan app terminate-op`). The caller aborts the task once the sync
+/// is over.
+fn watch_termination(
+    apps: Api<Application>,
+    name: String,
+    stop: sync::StopFlag,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut events = std::pin::pin!(watcher(apps, config).default_backoff());
+        while let Some(event) = events.next().await {
+            let app = match event {
+                Ok(watcher::Event::Apply(app) | watcher::Event::InitApply(app)) => app,
+                Ok(_) => continue,
+                Err(e) => {
+                    // The watcher retries by itself; a gap only delays the stop.
+                    tracing::debug!(app = %name, error = %e, "watching for termination");
+                    continue;
+                }
+            };
+            let terminating = app
+                .status
+                .as_ref()
+                .and_then(|s| s.operation_state.as_ref())
+                .is_some_and(|s| s.phase == appapi::PHASE_TERMINATING);
+            if terminating {
+                tracing::info!(app = %name, "terminating the running operation on request");
+                stop.stop();
+                return;
+            }
+        }
+    })
 }
 
 /// Selects ring as the process's TLS provider (once; later calls do nothing). Call it before

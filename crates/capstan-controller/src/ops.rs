@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::ControllerError;
 
 /// Operation phase written to ask the controller to stop a running sync (Argo CD's spelling).
-pub const PHASE_TERMINATING: &str = "Terminating";
+pub use capstan_api::application::PHASE_TERMINATING;
 
 /// How many times a request is re-read and re-checked when the Application changed between
 /// the read and the write (the controller writes status often).
@@ -140,6 +140,70 @@ fn check_sync(app: &Application, name: &str, op: &Operation) -> Result<(), Contr
         )));
     }
     Ok(())
+}
+
+/// What [`terminate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Terminated {
+    /// A requested operation not yet started was withdrawn.
+    Withdrawn,
+    /// The running operation was marked Terminating; the controller stops it at its next check
+    /// (between waves, between objects, while waiting for health) and records it `Failed` with
+    /// the message `Operation terminated`.
+    Terminating,
+}
+
+/// Terminates the operation of `name`: a requested one not yet started is withdrawn, a running
+/// one is marked `Terminating` for the controller to stop. Both writes carry the
+/// resourceVersion they were decided on, so an operation that finished in between is never
+/// marked. Refused when there is nothing to terminate.
+pub async fn terminate(api: &Api<Application>, name: &str) -> Result<Terminated, ControllerError> {
+    for _ in 0..CONFLICT_ATTEMPTS {
+        let app = get(api, name).await?;
+        let state = app.status.as_ref().and_then(|s| s.operation_state.as_ref());
+        let running = state.is_some_and(|s| s.phase == PHASE_RUNNING);
+        if state.is_some_and(|s| s.phase == PHASE_TERMINATING) {
+            return Ok(Terminated::Terminating);
+        }
+        let precondition = json!({"resourceVersion": app.metadata.resource_version});
+        let written = if running {
+            api.patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({
+                    "metadata": precondition,
+                    "status": {"operationState": {"phase": PHASE_TERMINATING}},
+                })),
+            )
+            .await
+            .map(|_| Terminated::Terminating)
+        } else if app.operation.is_some() {
+            api.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": precondition, "operation": null})),
+            )
+            .await
+            .map(|_| Terminated::Withdrawn)
+        } else {
+            return Err(ControllerError::Refused(format!(
+                "application {name} has no operation to terminate"
+            )));
+        };
+        match written {
+            Ok(done) => return Ok(done),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => {
+                return Err(ControllerError::kube(
+                    format!("terminating the operation of {name}"),
+                    e,
+                ));
+            }
+        }
+    }
+    Err(ControllerError::Refused(format!(
+        "application {name} kept changing while terminating its operation ({CONFLICT_ATTEMPTS} attempts); try again"
+    )))
 }
 
 /// Which history entry a rollback goes to: `id`, or the entry before the last one.

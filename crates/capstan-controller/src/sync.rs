@@ -4,9 +4,17 @@
 //! Before anything is written, every object to apply is applied once with `dryRun=All`: an
 //! object the cluster would refuse (invalid, forbidden, unknown) fails the sync with nothing
 //! applied.
+//!
+//! A selective sync (`operation.sync.resources[]`) runs the plan restricted to the listed
+//! objects, without hooks (as Argo CD documents); a listed object that is neither desired nor
+//! tracked fails it before anything is applied.
+//!
+//! A person may terminate the running sync ([`StopFlag`]): it is checked before each group,
+//! before each object and while waiting for a group to become Healthy; nothing further is
+//! applied once it is set, and SyncFail hooks do not run.
 
 use capstan_api::annotations as ann;
-use capstan_api::application::ResourceResult;
+use capstan_api::application::{MESSAGE_TERMINATED, ResourceResult, SyncOperationResource};
 use capstan_engine::health::HealthStatus as Hs;
 use capstan_engine::plan::{
     self, Action, PlanOptions, PropagationPolicy, Stage, SyncPlan, SyncStep,
@@ -18,6 +26,7 @@ use kube::api::{
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Shared;
@@ -41,6 +50,27 @@ pub struct SyncRequest {
     pub allow_empty: bool,
     /// Plan and dry-run only.
     pub dry_run: bool,
+    /// A selective sync: only these objects (all when empty).
+    pub resources: Vec<SyncOperationResource>,
+    /// Set when the operation is to be terminated.
+    pub stop: StopFlag,
+}
+
+/// Raised (by a watch of the Application, see `watch_termination` in the crate root) when a
+/// person asked to terminate the running operation; the executor stops at the next check.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    /// Asks the executor to stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether stopping was asked for.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// How a sync ended.
@@ -48,6 +78,8 @@ pub struct SyncRequest {
 pub struct SyncOutcome {
     /// All steps done.
     pub succeeded: bool,
+    /// Stopped on request ([`StopFlag`]); the message is [`MESSAGE_TERMINATED`].
+    pub terminated: bool,
     /// What happened, in words.
     pub message: String,
     /// Per object.
@@ -78,6 +110,7 @@ pub async fn execute(
 ) -> SyncOutcome {
     let fail = |message: String| SyncOutcome {
         succeeded: false,
+        terminated: false,
         message,
         resources: Vec::new(),
     };
@@ -102,6 +135,14 @@ pub async fn execute(
     let the_plan = match plan::plan(&cmp.desired.objects, &cmp.live, &opts) {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot plan the sync: {e}")),
+    };
+    let the_plan = if req.resources.is_empty() {
+        the_plan
+    } else {
+        match select(the_plan, &req.resources) {
+            Ok(p) => p,
+            Err(message) => return fail(message),
+        }
     };
     if let Err(message) = dry_run(shared, &the_plan, kinds).await {
         return fail(message);
@@ -129,6 +170,7 @@ pub async fn execute(
         }
         return SyncOutcome {
             succeeded: true,
+            terminated: false,
             message: format!(
                 "dry run: {} steps planned, nothing applied",
                 the_plan.steps.len()
@@ -139,9 +181,18 @@ pub async fn execute(
 
     let groups = the_plan.groups();
     let mut failure: Option<String> = None;
+    let terminated = |resources: Vec<ResourceResult>| SyncOutcome {
+        succeeded: false,
+        terminated: true,
+        message: MESSAGE_TERMINATED.to_string(),
+        resources,
+    };
     for (index, (stage, wave)) in groups.iter().enumerate() {
         if *stage == Stage::SyncFail {
             continue;
+        }
+        if req.stop.is_set() {
+            return terminated(resources);
         }
         progress(format!(
             "{} wave {} ({}/{})",
@@ -158,6 +209,9 @@ pub async fn execute(
             .collect();
         let mut to_wait: Vec<(Arc<Watched>, String, String, bool)> = Vec::new();
         for step in &steps {
+            if req.stop.is_set() {
+                return terminated(resources);
+            }
             match run_step(shared, step).await {
                 Ok((watched, namespace, name)) => {
                     let pruned = matches!(step.action, Action::Prune { .. });
@@ -185,8 +239,11 @@ pub async fn execute(
             .any(|(s, _)| *s != Stage::SyncFail);
         let has_hooks = to_wait.iter().any(|(_, _, _, hook)| *hook);
         if (more || has_hooks)
-            && let Err(message) = wait_healthy(shared, &to_wait).await
+            && let Err(message) = wait_healthy(shared, &to_wait, &req.stop).await
         {
+            if req.stop.is_set() {
+                return terminated(resources);
+            }
             failure = Some(format!("{} wave {wave}: {message}", stage_name(*stage)));
             break;
         }
@@ -212,6 +269,7 @@ pub async fn execute(
         }
         return SyncOutcome {
             succeeded: false,
+            terminated: false,
             message,
             resources,
         };
@@ -220,9 +278,55 @@ pub async fn execute(
     let pruned = resources.iter().filter(|r| r.status == "Pruned").count();
     SyncOutcome {
         succeeded: true,
+        terminated: false,
         message: format!("successfully synced: {applied} applied, {pruned} pruned"),
         resources,
     }
+}
+
+/// The plan of a selective sync: only the steps of the listed objects, no hooks (Argo CD runs
+/// none in a selective sync), and the destination namespace when the plan creates it (nothing
+/// in it could be applied otherwise). Fails, naming them, when listed objects are neither
+/// desired nor tracked by the application.
+fn select(mut the_plan: SyncPlan, listed: &[SyncOperationResource]) -> Result<SyncPlan, String> {
+    let is_listed = |r: &plan::ObjectRef| {
+        listed
+            .iter()
+            .any(|l| l.matches(&r.group, &r.kind, &r.namespace, &r.name))
+    };
+    // Every desired object is a step or skipped (Synced under ApplyOutOfSyncOnly, a Skip hook),
+    // and so is every tracked one (pruned, or skipped because pruning is off or refused).
+    let known: Vec<&plan::ObjectRef> = the_plan
+        .steps
+        .iter()
+        .filter(|s| s.stage != Stage::Namespace)
+        .map(|s| &s.object_ref)
+        .chain(the_plan.skipped.iter().map(|s| &s.object_ref))
+        .collect();
+    let unknown: Vec<String> = listed
+        .iter()
+        .filter(|l| {
+            !known
+                .iter()
+                .any(|r| l.matches(&r.group, &r.kind, &r.namespace, &r.name))
+        })
+        .map(ToString::to_string)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "selective sync: {} neither in the application's desired state nor tracked by it; nothing applied",
+            if unknown.len() == 1 {
+                format!("{} is", unknown[0])
+            } else {
+                format!("{} are", unknown.join(", "))
+            }
+        ));
+    }
+    the_plan
+        .steps
+        .retain(|s| s.stage == Stage::Namespace || (s.hook.is_none() && is_listed(&s.object_ref)));
+    the_plan.skipped.retain(|s| is_listed(&s.object_ref));
+    Ok(the_plan)
 }
 
 fn result_of(step: &SyncStep, status: &str, message: String) -> ResourceResult {
@@ -464,12 +568,17 @@ async fn wait_cached(watched: &Watched, written: &DynamicObject) {
 
 /// Waits until every object of a group is Healthy (objects without health count as Healthy).
 /// Degraded fails at once; so does a failed hook.
+/// Gives up (with an error) as soon as `stop` is set.
 async fn wait_healthy(
     shared: &Shared,
     objects: &[(Arc<Watched>, String, String, bool)],
+    stop: &StopFlag,
 ) -> Result<(), String> {
     let deadline = Instant::now() + shared.config.wave_timeout;
     loop {
+        if stop.is_set() {
+            return Err(MESSAGE_TERMINATED.to_string());
+        }
         let mut pending = None;
         for (watched, namespace, name, _) in objects {
             let Some(live) = watched.get(namespace, name) else {

@@ -5,14 +5,14 @@
 //!
 //! Every action is recorded as a Kubernetes Event on the Application naming the user.
 //!
-//! Sync, rollback, refresh and unlock are the CLI's requests: they go through
+//! Sync, rollback, refresh, unlock and terminate are the CLI's requests: they go through
 //! `capstan_controller::ops` (one definition of what a request is and when it is refused), with
-//! the session's user as initiator. Lock, auto-sync and terminate exist only here.
+//! the session's user as initiator. Lock and auto-sync exist only here.
 
 use crate::auth::User;
 use crate::error::ApiError;
 use axum::http::StatusCode;
-use capstan_api::application::{Application, PHASE_RUNNING, SyncOperation};
+use capstan_api::application::{Application, SyncOperation, SyncOperationResource};
 use capstan_controller::ControllerError;
 use capstan_controller::ops;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
@@ -36,9 +36,32 @@ pub struct SyncRequest {
     /// Plan only.
     #[serde(default)]
     pub dry_run: bool,
-    /// Only these objects (`group/kind/namespace/name`).
+    /// A selective sync: only these objects. Each is Argo CD's SyncOperationResource
+    /// (`{"group", "kind", "name", "namespace"}`) or the CLI's text form
+    /// `GROUP:KIND:NAME` / `GROUP:KIND:NAMESPACE/NAME`.
     #[serde(default)]
-    pub resources: Vec<String>,
+    pub resources: Vec<SelectedResource>,
+}
+
+/// One entry of [`SyncRequest::resources`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SelectedResource {
+    /// `{"group": "apps", "kind": "Deployment", "name": "web", "namespace": "demo"}`.
+    Object(SyncOperationResource),
+    /// `apps:Deployment:demo/web`.
+    Text(String),
+}
+
+impl SelectedResource {
+    /// The resource, its shape checked (group may be empty, kind and name are required).
+    fn resolve(self, index: usize) -> Result<SyncOperationResource, ApiError> {
+        let resource = match self {
+            SelectedResource::Object(r) => r.validate().map(|()| r),
+            SelectedResource::Text(t) => SyncOperationResource::parse(&t),
+        };
+        resource.map_err(|e| ApiError::bad_request(format!("field resources[{index}]: {e}")))
+    }
 }
 
 /// Body of `POST …/refresh`.
@@ -93,13 +116,13 @@ pub async fn sync(
     req: SyncRequest,
     user: &User,
 ) -> Result<String, ApiError> {
-    if !req.resources.is_empty() {
-        // The Application's operation has no field for a selection yet (capstan-api's
-        // SyncOperation); accepting it would silently sync everything.
-        return Err(ApiError::bad_request(
-            "field resources: syncing selected resources is not supported by the controller yet",
-        ));
-    }
+    let resources = req
+        .resources
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.resolve(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let selected = resources.len();
     let revision = req.revision.clone();
     let app = ops::request_sync(
         api,
@@ -108,6 +131,7 @@ pub async fn sync(
             revision: req.revision,
             prune: req.prune,
             dry_run: req.dry_run,
+            resources,
             ..SyncOperation::default()
         },
         &user.username,
@@ -130,6 +154,9 @@ pub async fn sync(
     }
     if req.dry_run {
         message.push_str(" (dry run)");
+    }
+    if selected > 0 {
+        message.push_str(&format!(" of {selected} selected resource(s)"));
     }
     Ok(message)
 }
@@ -261,44 +288,22 @@ pub async fn set_auto_sync(
     ))
 }
 
-/// Terminates the operation: a requested one not yet started is withdrawn; a running one is
-/// marked `Terminating` for the controller to stop.
+/// Terminates the operation (see `ops::terminate`): a requested one not yet started is
+/// withdrawn; a running one is marked `Terminating` for the controller to stop.
 pub async fn terminate(
     api: &Api<Application>,
     ns: &str,
     name: &str,
     user: &User,
 ) -> Result<String, ApiError> {
-    let app = read(api, name, ns).await?;
-    let running = app
-        .status
-        .as_ref()
-        .and_then(|s| s.operation_state.as_ref())
-        .is_some_and(|s| s.phase == PHASE_RUNNING);
-    if app.operation.is_none() && !running {
-        return Err(ApiError::conflict(format!(
-            "application {ns}/{name} has no operation to terminate"
-        )));
-    }
-    if app.operation.is_some() {
-        let patch = json!({
-            "metadata": {"resourceVersion": app.metadata.resource_version},
-            "operation": null,
-        });
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| ApiError::kube(&format!("withdrawing the operation of {ns}/{name}"), e))?;
-    }
-    if running {
-        api.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"operationState": {"phase": PHASE_TERMINATING}}})),
-        )
-        .await
-        .map_err(|e| ApiError::kube(&format!("terminating the operation of {ns}/{name}"), e))?;
-    }
-    Ok(format!("user {} terminated the operation", user.username))
+    let how = match ops::terminate(api, name).await.map_err(api_error)? {
+        ops::Terminated::Withdrawn => "withdrawn before it started",
+        ops::Terminated::Terminating => "the running sync stops at its next step",
+    };
+    Ok(format!(
+        "user {} terminated the operation of {ns}/{name} ({how})",
+        user.username
+    ))
 }
 
 /// Records an action as an Event on the Application (`reason` such as `SyncRequested`).
