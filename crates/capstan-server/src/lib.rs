@@ -72,6 +72,9 @@ pub struct Config {
     /// Name of the Secret in `namespace` holding the Git webhook secrets (keys `github`,
     /// `gitlab`, `gitea`); see [`webhook`].
     pub webhook_secret: String,
+    /// The controller's rendering and live state, for the diff and the desired manifests;
+    /// `None`: those routes answer 503.
+    pub controller: Option<capstan_controller::manifests::Handle>,
 }
 
 impl Default for Config {
@@ -86,6 +89,7 @@ impl Default for Config {
             rate_limit: RateLimit::default(),
             metrics: Metrics::new(),
             webhook_secret: webhook::DEFAULT_SECRET_NAME.to_string(),
+            controller: None,
         }
     }
 }
@@ -181,6 +185,12 @@ static ROUTES: &[RouteSpec] = &[
         path: "/api/v1/applications/{namespace}/{name}/manifests",
         access: Access::Read,
         handler: || get(manifests),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/api/v1/applications/{namespace}/{name}/diff",
+        access: Access::Read,
+        handler: || get(app_diff),
     },
     RouteSpec {
         method: Method::GET,
@@ -745,16 +755,81 @@ async fn resource_tree(
     Ok(Json(json!({ "nodes": nodes })))
 }
 
+/// The controller handle, or 503 when this server runs without one.
+fn controller(state: &AppState) -> Result<&capstan_controller::manifests::Handle, ApiError> {
+    state.config.controller.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this server runs without the controller, which renders the desired manifests: \
+             the diff and desired manifests are served by `capstan server` and `capstan up`",
+        )
+    })
+}
+
+/// A failed comparison as an HTTP error: what the application's source or spec holds is the
+/// client's to fix (422), a cluster failure keeps the cluster's code.
+fn comparison_error(e: capstan_controller::ControllerError) -> ApiError {
+    use capstan_controller::ControllerError as E;
+    match e {
+        E::NotFound(m) => ApiError::not_found(m),
+        E::Refused(m) => ApiError::conflict(m),
+        E::Kube { what, source } => ApiError::kube(&what, source),
+        E::Watch { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        E::InvalidSpec(_) | E::UnknownKind { .. } | E::Other(_) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+    }
+}
+
 async fn manifests(
     State(state): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<live::ObjectQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let app = cached(&state, &ns, &name)?;
-    let live = live::manifest(&state.client, &state.discovery, &app, &q).await?;
-    // The controller keeps rendered manifests in memory only, so the desired side is not
-    // available to the API (see the crate's report).
-    Ok(Json(json!({ "live": live, "desired": null })))
+    let handle = controller(&state)?;
+    let id = capstan_controller::manifests::ObjectId {
+        group: q.group.clone(),
+        kind: q.kind.clone(),
+        namespace: q.namespace.clone(),
+        name: q.name.clone(),
+    };
+    let desired = handle
+        .desired_object(&app, None, &id)
+        .await
+        .map_err(comparison_error)?;
+    // The live side comes from the resource tree, which also holds the objects the
+    // application's objects own (ReplicaSets, Pods); an object only Git has yet is not in the
+    // tree and has no live manifest.
+    let live = match live::manifest(&state.client, &state.discovery, &app, &q).await {
+        Ok(live) => live,
+        Err(e) if e.status == StatusCode::NOT_FOUND && desired.is_some() => None,
+        Err(e) => return Err(e),
+    };
+    Ok(Json(json!({ "live": live, "desired": desired })))
+}
+
+#[derive(Deserialize, Default)]
+struct DiffQuery {
+    revision: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn app_diff(
+    State(state): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<DiffQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let app = cached(&state, &ns, &name)?;
+    let handle = controller(&state)?;
+    let revision = q.revision.as_deref().filter(|r| !r.is_empty());
+    let diff = handle
+        .diff(&app, revision)
+        .await
+        .map_err(comparison_error)?;
+    let items: Vec<_> = diff.items.iter().filter(|i| q.all || i.differs()).collect();
+    Ok(Json(json!({ "revision": diff.revision, "items": items })))
 }
 
 async fn history(

@@ -13,8 +13,9 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
-/// What a masked Secret value is replaced with.
-pub const MASK: &str = "********";
+/// What a masked Secret value is replaced with: the placeholder the engine masks diffs with, so
+/// that a Secret looks the same in a manifest and in a diff.
+pub const MASK: &str = capstan_controller::manifests::MASK;
 
 /// Kinds whose objects are looked up as children of an application's objects, in the
 /// namespaces the application's objects live in.
@@ -256,24 +257,7 @@ pub async fn tree(
 /// Replaces every value of a Secret's `data` and `stringData` with [`MASK`] (keys stay, so a
 /// user sees which keys exist), and drops the last-applied annotation, which holds a copy.
 pub fn mask_secret(obj: &mut Value) {
-    let is_secret = obj.get("kind").and_then(Value::as_str) == Some("Secret")
-        && obj.get("apiVersion").and_then(Value::as_str) == Some("v1");
-    if !is_secret {
-        return;
-    }
-    for field in ["data", "stringData"] {
-        if let Some(map) = obj.get_mut(field).and_then(Value::as_object_mut) {
-            for v in map.values_mut() {
-                *v = Value::String(MASK.to_string());
-            }
-        }
-    }
-    if let Some(annotations) = obj
-        .pointer_mut("/metadata/annotations")
-        .and_then(Value::as_object_mut)
-    {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
+    capstan_controller::manifests::mask_secret(obj);
 }
 
 /// Which object a manifests request names.

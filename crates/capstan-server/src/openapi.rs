@@ -149,8 +149,17 @@ pub fn document() -> Value {
         "get",
         read("Objects of the application and what they own (ReplicaSets, Pods, Jobs), with health"),
     );
-    let mut manifests = read(
-        "Live manifest of one object of the application (Secret values masked); desired is null (not exposed by the controller)",
+    let mut manifests = app_op(
+        "Live and desired manifests of one object of the application (Secret values masked); desired is rendered from the current target revision, null when Git does not have the object, live null when the cluster does not",
+        "applications",
+        None,
+        json!({"200": {"description": "the two manifests", "content": {"application/json": {"schema": {
+                   "type": "object", "properties": {
+                       "live": {"type": "object", "nullable": true},
+                       "desired": {"type": "object", "nullable": true}}}}}},
+               "401": errors(), "404": errors(),
+               "422": {"description": "the source cannot be rendered (the message names the file or field)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+               "503": {"description": "the server runs without the controller", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}),
     );
     if let Some(params) = manifests["parameters"].as_array_mut() {
         for (name, required) in [
@@ -163,6 +172,23 @@ pub fn document() -> Value {
         }
     }
     add(format!("{app}/manifests"), "get", manifests);
+    let mut diff = app_op(
+        "Diff of the application: Git (at the target revision, or `revision`) against the cluster, per object, as the controller compares (ignoreDifferences, normalization); Secret values masked",
+        "applications",
+        None,
+        json!({"200": {"description": "the commit compared and the objects: those that differ (not Synced, not hooks), or all with all=true",
+                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Diff"}}}},
+               "401": errors(), "404": errors(),
+               "422": {"description": "the revision cannot be resolved or the source cannot be rendered (the message names the file or field)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+               "503": {"description": "the server runs without the controller", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}),
+    );
+    if let Some(params) = diff["parameters"].as_array_mut() {
+        params.push(json!({"name": "revision", "in": "query", "required": false, "schema": {"type": "string"},
+                           "description": "branch, tag, commit or semver range instead of spec.source.targetRevision"}));
+        params.push(json!({"name": "all", "in": "query", "required": false, "schema": {"type": "boolean", "default": false},
+                           "description": "list Synced objects and hooks too"}));
+    }
+    add(format!("{app}/diff"), "get", diff);
     add(
         format!("{app}/history"),
         "get",
@@ -246,6 +272,14 @@ pub fn document() -> Value {
             },
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+                "Diff": {"type": "object", "properties": {
+                    "revision": {"type": "string", "description": "the full commit id compared"},
+                    "items": {"type": "array", "items": {"type": "object", "properties": {
+                        "group": {"type": "string"}, "kind": {"type": "string"},
+                        "namespace": {"type": "string"}, "name": {"type": "string"},
+                        "status": {"type": "string", "enum": ["Synced", "OutOfSync", "Missing", "Extraneous"]},
+                        "hook": {"type": "boolean"},
+                        "unified": {"type": "string", "description": "unified diff from live (-) to desired (+), Secret values masked"}}}}}},
                 "Page": {"type": "object", "properties": {
                     "items": {"type": "array", "items": {"type": "object"}},
                     "continue": {"type": "string"}, "total": {"type": "integer"}}}
