@@ -96,8 +96,16 @@ impl Driver {
     /// Starts chromedriver on a free port and waits until it answers `/status` as ready.
     pub async fn start(browser: &Browser) -> Driver {
         let port = free_port();
-        let child = Command::new(&browser.chromedriver)
-            .arg(format!("--port={port}"))
+        let mut command = Command::new(&browser.chromedriver);
+        command.arg(format!("--port={port}"));
+        // CAPSTAN_CHROMEDRIVER_LOG=FILE keeps chromedriver's verbose log (every WebDriver
+        // command and DevTools event, timestamped) for diagnosing a slow or stuck page.
+        if let Some(log) = std::env::var_os("CAPSTAN_CHROMEDRIVER_LOG") {
+            command
+                .arg(format!("--log-path={}", Path::new(&log).display()))
+                .arg("--verbose");
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -314,6 +322,38 @@ impl Session {
             .await
             .map(|v| v.as_str().unwrap_or_default().to_string())
             .unwrap_or_default()
+    }
+
+    /// A DOM property of an element (`value` of an input, `disabled` of a button…), as the
+    /// browser holds it now; `None` when the element is gone.
+    pub async fn property(&self, el: &Element, name: &str) -> Option<Value> {
+        self.get(&format!("/element/{}/property/{name}", el.0))
+            .await
+            .ok()
+    }
+
+    /// Polls `probe` (WebDriver reads of the page as a user sees it) until it returns `Some`;
+    /// panics with `what` and the page's text after a generous timeout (a correctness wait,
+    /// not a timing assertion).
+    pub async fn wait_until<T>(
+        &self,
+        what: &str,
+        mut probe: impl AsyncFnMut(&Session) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(v) = probe(self).await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let page = self.exec("return document.body.innerText;", vec![]).await;
+                panic!(
+                    "gave up waiting for {what}; page:\n{}",
+                    page.as_str().unwrap_or("")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Sends keys to whatever has the focus (Tab, Enter, Space…), as a keyboard user would.
