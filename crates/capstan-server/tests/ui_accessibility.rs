@@ -400,28 +400,35 @@ async fn api_text_is_never_markup_readonly_has_no_actions_and_rate_limit_is_show
     s.click_css("#logout").await;
     let mut limited = false;
     for attempt in 0..10 {
-        s.clear(&s.find("#username").await).await;
-        s.type_text(&s.find("#username").await, "mallory").await;
+        let user = s.find("#username").await;
+        s.clear(&user).await;
+        s.type_text(&user, "mallory").await;
         s.type_text(&s.find("#password").await, &format!("guess-{attempt}"))
             .await;
         s.click_css("#login-submit").await;
+        // The answer to this attempt, as a person sees it: the form is idle again, it emptied
+        // the password field (which held this attempt's guess until the refusal came back) and
+        // it shows why. The previous attempt's message is identical, so the text alone could
+        // not tell that this attempt was answered.
         let msg = s
-            .wait_for(
-                "a login error",
-                "document.querySelector('#login-error').textContent",
+            .wait_until(
+                &format!("the answer to login attempt {attempt}"),
+                async |s| {
+                    let pass = s.find_opt("#password").await?;
+                    let submit = s.find_opt("#login-submit").await?;
+                    let error = s.find_opt("#login-error").await?;
+                    let idle = s.property(&submit, "disabled").await? == json!(false);
+                    let emptied = s.property(&pass, "value").await? == json!("");
+                    let text = s.text(&error).await;
+                    (idle && emptied && !text.is_empty()).then_some(text)
+                },
             )
             .await;
-        let msg = msg.as_str().unwrap_or_default().to_string();
         if msg.starts_with("Too many failed attempts. Try again in ") {
             limited = true;
             break;
         }
         assert_eq!(msg, "Wrong username or password.");
-        s.exec(
-            "document.querySelector('#login-error').textContent = ''; return 1;",
-            vec![],
-        )
-        .await;
     }
     assert!(limited, "the rate limit never showed");
     s.screenshot(&artifacts_dir().join("readonly-02-rate-limited.png"))

@@ -241,11 +241,21 @@ function isReadonly() {
 }
 
 async function logout() {
-  try { await api('DELETE', '/session'); } catch { /* logged out either way */ }
+  // Leave the signed-in view first: its requests still in flight then answer 401 without
+  // re-routing (onUnauthenticated sees no user), so the login form is drawn exactly once,
+  // after the session is gone, and nothing redraws it under a person already typing.
+  if (state.view && state.view.dispose) state.view.dispose();
+  state.view = null;
   state.user = null;
   stopEvents();
-  location.hash = '#/';
-  route();
+  setChrome();
+  show(h('p', { id: 'booting' }, 'Logging out…'));
+  try { await api('DELETE', '/session'); } catch { /* logged out either way */ }
+  if (location.hash && location.hash !== '#/') {
+    location.hash = '#/'; // the hashchange routes to the login form
+  } else {
+    route();
+  }
   announce('Logged out');
 }
 
