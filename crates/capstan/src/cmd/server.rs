@@ -83,6 +83,17 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     // One metrics handle: the controller records into it, the API's listener serves it.
     let metrics = capstan_server::Metrics::new();
 
+    // The controller exists before the API, which renders diffs with its caches.
+    let config = capstan_controller::Config {
+        namespace: namespace.clone(),
+        reconcile_interval: args.reconcile_interval,
+        concurrency: args.concurrency.max(1),
+        cache_dir: args.cache_dir.clone(),
+        recorder: Arc::new(metrics.clone()),
+        ..capstan_controller::Config::default()
+    };
+    let controller = capstan_controller::Controller::new(client.clone(), config)?;
+
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = if args.no_api {
         None
@@ -94,6 +105,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             applications_namespace: namespace.clone(),
             insecure_cookies: args.insecure_cookies,
             metrics: metrics.clone(),
+            controller: Some(controller.shared().into()),
             ..capstan_server::Config::default()
         };
         let server = capstan_server::serve(config, client.clone(), async move {
@@ -105,15 +117,6 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         Some(server)
     };
 
-    let config = capstan_controller::Config {
-        namespace,
-        reconcile_interval: args.reconcile_interval,
-        concurrency: args.concurrency.max(1),
-        cache_dir: args.cache_dir.clone(),
-        recorder: Arc::new(metrics),
-        ..capstan_controller::Config::default()
-    };
-    let controller = capstan_controller::Controller::new(client, config)?;
     tracing::info!(namespace = %args.namespace, "capstan controller running");
     let outcome = tokio::select! {
         () = controller.run() => Ok(()),

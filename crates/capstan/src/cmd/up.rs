@@ -145,12 +145,29 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         service_account_client(&admin, &layout.kubeconfig).await?
     };
 
+    // One metrics handle: the controller records into it, the API serves it. The controller
+    // exists before the API, which renders diffs with its caches.
+    let metrics = capstan_server::Metrics::new();
+    let controller = capstan_controller::Controller::new(
+        controller_client.clone(),
+        capstan_controller::Config {
+            namespace: Some(appapi::DEFAULT_NAMESPACE.to_string()),
+            reconcile_interval: args.reconcile_interval,
+            cache_dir: layout.cache.clone(),
+            recorder: std::sync::Arc::new(metrics.clone()),
+            ..capstan_controller::Config::default()
+        },
+    )
+    .context("starting the controller")?;
+
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = capstan_server::serve(
         capstan_server::Config {
             listen: args.listen,
             // The UI is served over plain http on this machine only.
             insecure_cookies: true,
+            metrics,
+            controller: Some(controller.shared().into()),
             ..capstan_server::Config::default()
         },
         controller_client.clone(),
@@ -167,17 +184,6 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         other => anyhow::Error::new(other).context("starting the HTTP API and web UI"),
     })?;
 
-    let controller = capstan_controller::Controller::new(
-        controller_client,
-        capstan_controller::Config {
-            namespace: Some(appapi::DEFAULT_NAMESPACE.to_string()),
-            reconcile_interval: args.reconcile_interval,
-            cache_dir: layout.cache.clone(),
-            recorder: std::sync::Arc::new(server.metrics.clone()),
-            ..capstan_controller::Config::default()
-        },
-    )
-    .context("starting the controller")?;
     let controller_task = tokio::spawn(controller.run());
 
     apply_applications(&admin, &apps).await?;

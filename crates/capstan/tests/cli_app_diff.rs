@@ -1,0 +1,256 @@
+//! `capstan app diff` end to end: the built binary against an in-process devcluster and a real
+//! Git repository. The first commit is deployed by a controller that is then stopped, so only
+//! Git changes afterwards; the exit codes are kubectl diff's (0 same, 1 different, 2 error).
+
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const OLD_SECRET: &str = "cli-first-s3cret-value";
+const NEW_SECRET: &str = "cli-second-s3cret-value";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn commit(repo: &Path, key: &str, password: &str) -> String {
+    std::fs::create_dir_all(repo.join("app")).unwrap();
+    std::fs::write(
+        repo.join("app/cm.yaml"),
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  key: {key}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("app/secret.yaml"),
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: {password}\n"),
+    )
+    .unwrap();
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", key]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// Standard base64 with padding (how the API server stores Secret data).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn capstan(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Run {
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("capstan runs");
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    for value in [OLD_SECRET, NEW_SECRET] {
+        let encoded = base64(value.as_bytes());
+        for text in [&run.stdout, &run.stderr] {
+            assert!(
+                !text.contains(value) && !text.contains(&encoded),
+                "a Secret value leaks: {text}"
+            );
+        }
+    }
+    run
+}
+
+#[test]
+fn base64_matches_the_rfc_4648_vectors() {
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foo"), "Zm9v");
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_diff_prints_what_git_changed_with_kubectl_diff_exit_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let first = commit(&repo, "old", OLD_SECRET);
+
+    let cluster = devcluster::DevCluster::start(devcluster::Config::default())
+        .await
+        .unwrap();
+    let client = cluster.client();
+    let kubeconfig: PathBuf = cluster.kubeconfig_path().to_path_buf();
+    capstan_controller::install_crd(&client).await.unwrap();
+    for ns in ["capstan", "demo"] {
+        let n: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .create(&PostParams::default(), &n)
+            .await
+            .unwrap();
+    }
+    let cache = tmp.path().join("cli-cache");
+    let repo_url = repo.display().to_string();
+    let created = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args([
+            "app",
+            "create",
+            "settings",
+            "--repo",
+            &repo_url,
+            "--path",
+            "app",
+            "--revision",
+            "main",
+            "--dest-namespace",
+            "demo",
+            "--auto-sync",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+
+    // A controller deploys the first commit, then stops: from here on only Git changes.
+    let controller = capstan_controller::Controller::new(
+        client.clone(),
+        capstan_controller::Config {
+            cache_dir: tmp.path().join("controller-cache"),
+            ..capstan_controller::Config::default()
+        },
+    )
+    .unwrap();
+    let running = tokio::spawn(controller.run());
+    let apps: Api<capstan_api::application::Application> =
+        Api::namespaced(client.clone(), "capstan");
+    let mut synced = false;
+    for _ in 0..1200 {
+        let s = apps.get("settings").await.unwrap().status;
+        if s.as_ref()
+            .and_then(|s| s.sync.as_ref())
+            .is_some_and(|s| s.status == "Synced" && s.revision == first)
+        {
+            synced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(synced, "the first commit was never deployed");
+    running.abort();
+    let _ = running.await;
+
+    // In sync: exit 0, nothing printed.
+    let run = capstan(&kubeconfig, &cache, &["app", "diff", "settings"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+
+    // Git changes the ConfigMap and the Secret and adds an object: exit 1, a header and the
+    // diff per object, Secret values masked.
+    commit(&repo, "new", NEW_SECRET);
+    std::fs::write(
+        repo.join("app/extra.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  added: here\n",
+    )
+    .unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "extra"]);
+    let run = capstan(&kubeconfig, &cache, &["app", "diff", "settings"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let headers: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("====="))
+        .collect();
+    assert_eq!(
+        headers,
+        vec![
+            "===== /ConfigMap demo/extra (Missing) ======",
+            "===== /ConfigMap demo/settings (OutOfSync) ======",
+            "===== /Secret demo/creds (OutOfSync) ======",
+        ],
+        "{}",
+        run.stdout
+    );
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(lines.contains(&"-  key: old"), "{}", run.stdout);
+    assert!(lines.contains(&"+  key: new"), "{}", run.stdout);
+    assert!(lines.contains(&"+  added: here"), "{}", run.stdout);
+    assert!(
+        lines.contains(&"--- live Secret demo/creds"),
+        "{}",
+        run.stdout
+    );
+
+    // The deployed commit, named with --revision: no differences.
+    let run = capstan(
+        &kubeconfig,
+        &cache,
+        &["app", "diff", "settings", "--revision", &first],
+    );
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+
+    // A broken manifest: exit 2, the error names the file and the application.
+    std::fs::write(
+        repo.join("app/broken.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: [unclosed\n",
+    )
+    .unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "broken"]);
+    let run = capstan(&kubeconfig, &cache, &["app", "diff", "settings"]);
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(run.stderr.contains("broken.yaml"), "{}", run.stderr);
+    assert!(run.stderr.contains("capstan/settings"), "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+
+    // An application that does not exist: exit 2, named.
+    let run = capstan(&kubeconfig, &cache, &["app", "diff", "nope"]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("nope"), "{}", run.stderr);
+}
