@@ -493,8 +493,15 @@ pub fn get(state: &State, op: &Op) -> Result<Bytes, ApiError> {
 }
 
 /// Objects of a CRD with several versions are stored as written; read through a version, they
-/// carry that version's apiVersion (conversion strategy `None`, the CRD default).
+/// carry that version's apiVersion (conversion strategy `None`, the CRD default). Events read
+/// through events.k8s.io/v1 are converted from their stored core/v1 form.
 pub fn served_version(info: &ResourceInfo, bytes: Bytes) -> Bytes {
+    if crate::events::is_events_v1(info) {
+        return match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => Bytes::from(crate::events::to_events_v1(&v).to_string()),
+            Err(_) => bytes,
+        };
+    }
     if info.crd.is_none() {
         return bytes;
     }
@@ -509,6 +516,20 @@ pub fn served_version(info: &ResourceInfo, bytes: Bytes) -> Bytes {
             Bytes::from(v.to_string())
         }
         _ => bytes,
+    }
+}
+
+/// The object as `info` serves it when that differs from the stored form (events.k8s.io).
+fn served_value(info: &ResourceInfo, stored: &Value) -> Option<Value> {
+    crate::events::is_events_v1(info).then(|| crate::events::to_events_v1(stored))
+}
+
+/// The stored form of an object written through `info`.
+fn to_storage(info: &ResourceInfo, obj: Value) -> Value {
+    if crate::events::is_events_v1(info) {
+        crate::events::to_core(&obj)
+    } else {
+        obj
     }
 }
 
@@ -551,7 +572,8 @@ impl Selectors {
             .map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse(
             op.query.get("fieldSelector").map_or("", String::as_str),
-            &op.info.kind,
+            &op.info.group,
+            &op.info.resource,
         )
         .map_err(ApiError::bad_request)?;
         Ok(Selectors { labels, fields })
@@ -559,26 +581,38 @@ impl Selectors {
 
     /// Tests one stored object.
     pub fn matches(&self, ns: &str, name: &str, bytes: &[u8]) -> bool {
-        if !self.fields.matches(ns, name) {
+        if !self.fields.needs_object() {
+            if !self.fields.matches(ns, name, None) {
+                return false;
+            }
+            if self.labels.is_empty() {
+                return true;
+            }
+            // Only the labels are decoded: the cheap path of label-selected lists.
+            #[derive(serde::Deserialize)]
+            struct Labels {
+                labels: Option<Map<String, Value>>,
+            }
+            #[derive(serde::Deserialize)]
+            struct Obj {
+                metadata: Option<Labels>,
+            }
+            return match serde_json::from_slice::<Obj>(bytes) {
+                Ok(o) => self
+                    .labels
+                    .matches(o.metadata.and_then(|m| m.labels).as_ref()),
+                Err(_) => false,
+            };
+        }
+        // A field of the content is selected on: decode the whole object once.
+        let Ok(obj) = serde_json::from_slice::<Value>(bytes) else {
             return false;
-        }
-        if self.labels.is_empty() {
-            return true;
-        }
-        #[derive(serde::Deserialize)]
-        struct Labels {
-            labels: Option<Map<String, Value>>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Obj {
-            metadata: Option<Labels>,
-        }
-        match serde_json::from_slice::<Obj>(bytes) {
-            Ok(o) => self
-                .labels
-                .matches(o.metadata.and_then(|m| m.labels).as_ref()),
-            Err(_) => false,
-        }
+        };
+        self.fields.matches(ns, name, Some(&obj))
+            && (self.labels.is_empty()
+                || self
+                    .labels
+                    .matches(obj.pointer("/metadata/labels").and_then(Value::as_object)))
     }
 }
 
@@ -657,7 +691,7 @@ pub fn create(state: &State, op: &Op, mut obj: Value) -> Result<Reply, ApiError>
         apply::record_update(&op.info.hints, None, o, &op.manager, None, &now());
         Ok(())
     })?;
-    let mut reply = Reply::new(201, created);
+    let mut reply = Reply::new(201, served_version(&op.info, created));
     reply.warnings = warnings;
     Ok(reply)
 }
@@ -726,6 +760,7 @@ fn create_object(
     let rv_hint = state.store.current_rv() + 1;
     prepare_kind(state, op, &mut obj, None, rv_hint)?;
     fields(&mut obj)?;
+    let mut obj = to_storage(info, obj);
     let skey = info.storage_key();
     if op.dry_run() {
         if state.store.get(&skey, op.ns(), &name).is_some() {
@@ -786,7 +821,7 @@ pub fn update(state: &State, op: &Op, mut obj: Value) -> Result<Reply, ApiError>
     }
     let warnings = unknown_fields(op, &obj)?;
     let body = write_loop(state, op, Change::Replace(&obj))?;
-    let mut reply = Reply::new(200, body);
+    let mut reply = Reply::new(200, served_version(&op.info, body));
     reply.warnings = warnings;
     Ok(reply)
 }
@@ -857,7 +892,7 @@ pub fn patch(state: &State, op: &Op, kind: PatchKind, patch: Value) -> Result<Re
             return update_scale(state, op, Change::Apply(&applied, force));
         }
         let body = write_loop(state, op, Change::Apply(&applied, force))?;
-        let mut reply = Reply::new(200, body);
+        let mut reply = Reply::new(200, served_version(&op.info, body));
         reply.warnings = warnings;
         return Ok(reply);
     }
@@ -879,7 +914,7 @@ pub fn patch(state: &State, op: &Op, kind: PatchKind, patch: Value) -> Result<Re
     };
     let warnings = unknown_fields(op, &touched)?;
     let body = write_loop(state, op, Change::Patch(kind, &patch))?;
-    let mut reply = Reply::new(200, body);
+    let mut reply = Reply::new(200, served_version(&op.info, body));
     reply.warnings = warnings;
     Ok(reply)
 }
@@ -924,7 +959,10 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
             return Err(ApiError::not_found(info, &name));
         };
         let live = cur.value().map_err(corrupt)?;
-        let mut new = match &change {
+        // The change is computed on the object as this API serves it.
+        let live_served = served_value(info, &live);
+        let live_view = live_served.as_ref().unwrap_or(&live);
+        let new = match &change {
             Change::Replace(body) => {
                 if let Some(rv) = meta_str(body, "resourceVersion").filter(|s| !s.is_empty())
                     && rv != cur.rv.to_string()
@@ -940,13 +978,15 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
                     .and_then(|m| m.get("managedFields"))
                     .and_then(Value::as_array)
                     .is_some_and(|a| !a.is_empty());
-                if !sent_fields && let Some(mf) = meta(&live).and_then(|m| m.get("managedFields")) {
+                if !sent_fields
+                    && let Some(mf) = meta(live_view).and_then(|m| m.get("managedFields"))
+                {
                     meta_mut(&mut new).insert("managedFields".into(), mf.clone());
                 }
                 crate::defaults::apply(&info.group, &info.resource, &mut new);
                 apply::record_update(
                     &info.hints,
-                    Some(&live),
+                    Some(live_view),
                     &mut new,
                     &op.manager,
                     op.subresource.as_deref(),
@@ -955,7 +995,7 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
                 new
             }
             Change::Patch(kind, p) => {
-                let mut new = apply::patch(*kind, &info.hints, &live, p)
+                let mut new = apply::patch(*kind, &info.hints, live_view, p)
                     .map_err(|e| apply_err(info, &name, e))?;
                 if !new.is_object() {
                     return Err(ApiError::bad_request("the patch result is not an object"));
@@ -973,7 +1013,7 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
                 crate::defaults::apply(&info.group, &info.resource, &mut new);
                 apply::record_update(
                     &info.hints,
-                    Some(&live),
+                    Some(live_view),
                     &mut new,
                     &op.manager,
                     op.subresource.as_deref(),
@@ -984,7 +1024,7 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
             Change::Apply(applied, force) => {
                 let mut new = apply::server_side_apply(
                     &info.hints,
-                    Some(&live),
+                    Some(live_view),
                     applied,
                     &op.manager,
                     *force,
@@ -996,6 +1036,7 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
                 new
             }
         };
+        let mut new = to_storage(info, new);
         restore_server_fields(op, &live, &mut new)?;
         check_meta_strings(op, &new, &name)?;
         let changed_spec = spec_like(&live) != spec_like(&new);
@@ -1315,6 +1356,12 @@ const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"]
 
 /// DELETE of one object. `options` is the DeleteOptions body, if any.
 pub fn delete(state: &State, op: &Op, options: Option<&Value>) -> Result<Reply, ApiError> {
+    let mut reply = delete_stored(state, op, options)?;
+    reply.body = served_version(&op.info, reply.body);
+    Ok(reply)
+}
+
+fn delete_stored(state: &State, op: &Op, options: Option<&Value>) -> Result<Reply, ApiError> {
     let info = &op.info;
     if op.subresource.is_some() {
         return Err(ApiError::method_not_allowed());
@@ -1326,15 +1373,7 @@ pub fn delete(state: &State, op: &Op, options: Option<&Value>) -> Result<Reply, 
             .and_then(|o| o.get("dryRun"))
             .and_then(Value::as_array)
             .is_some_and(|a| a.iter().any(|v| v == "All"));
-    if let Some(p) = options
-        .and_then(|o| o.get("propagationPolicy"))
-        .and_then(Value::as_str)
-        && !matches!(p, "Orphan" | "Background" | "Foreground")
-    {
-        return Err(ApiError::bad_request(format!(
-            "propagationPolicy {p:?} is not supported (Orphan, Background, Foreground)"
-        )));
-    }
+    let propagation = Propagation::of(op, options)?;
     for _ in 0..MAX_RETRIES {
         let cur = state
             .store
@@ -1367,11 +1406,34 @@ pub fn delete(state: &State, op: &Op, options: Option<&Value>) -> Result<Reply, 
                 ));
             }
         }
+        let is_namespace = info.group.is_empty() && info.resource == "namespaces";
+        // The garbage collector's finalizers, as the propagation policy asks (namespaces
+        // delete their content themselves, see `finish_namespace`).
+        let finalizers_changed = if is_namespace {
+            false
+        } else {
+            let old: Vec<Value> = meta(&live)
+                .and_then(|m| m.get("finalizers"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            match propagation.finalizers(&old) {
+                Some(new) => {
+                    let m = meta_mut(&mut live);
+                    if new.is_empty() {
+                        m.remove("finalizers");
+                    } else {
+                        m.insert("finalizers".into(), Value::Array(new));
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
         let has_finalizers = meta(&live)
             .and_then(|m| m.get("finalizers"))
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty());
-        let is_namespace = info.group.is_empty() && info.resource == "namespaces";
         if is_namespace && IMMORTAL_NAMESPACES.contains(&name.as_str()) {
             return Err(ApiError {
                 details: Some(json!({"name": name, "kind": "namespaces"})),
@@ -1393,10 +1455,10 @@ pub fn delete(state: &State, op: &Op, options: Option<&Value>) -> Result<Reply, 
             if dry {
                 return Ok(Reply::new(200, Bytes::from(live.to_string())));
             }
-            if already && !is_namespace {
+            if already && !is_namespace && !finalizers_changed {
                 return Ok(Reply::new(200, cur.bytes));
             }
-            let bytes = if already {
+            let bytes = if already && !finalizers_changed {
                 cur.bytes.clone()
             } else {
                 match state
@@ -1437,6 +1499,113 @@ pub fn delete(state: &State, op: &Op, options: Option<&Value>) -> Result<Reply, 
         &name,
         "too many concurrent writes; please retry",
     ))
+}
+
+/// The finalizers of the garbage collector that a deletion adds or removes.
+const ORPHAN_FINALIZER: &str = "orphan";
+const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// How a DELETE wants the owned objects treated: `propagationPolicy` or the deprecated
+/// `orphanDependents`, from the DeleteOptions body or the query.
+struct Propagation {
+    policy: Option<String>,
+    orphan_dependents: Option<bool>,
+}
+
+impl Propagation {
+    fn of(op: &Op, options: Option<&Value>) -> Result<Propagation, ApiError> {
+        let body = |k: &str| options.and_then(|o| o.get(k)).filter(|v| !v.is_null());
+        let policy = match body("propagationPolicy") {
+            Some(Value::String(p)) => Some(p.clone()),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "DeleteOptions.propagationPolicy must be a string, not {other}"
+                )));
+            }
+            None => op.query.get("propagationPolicy").cloned(),
+        };
+        let orphan_dependents = match body("orphanDependents") {
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "DeleteOptions.orphanDependents must be a boolean, not {other}"
+                )));
+            }
+            None => match op.query.get("orphanDependents").map(String::as_str) {
+                None => None,
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "orphanDependents: invalid value {other:?} (true or false)"
+                    )));
+                }
+            },
+        };
+        let invalid = |message: String| ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: format!(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: {message}"
+            ),
+            details: Some(json!({"kind": "DeleteOptions", "group": "meta.k8s.io",
+                "causes": [{"reason": "FieldValueInvalid", "field": "propagationPolicy",
+                    "message": message}]})),
+        };
+        if let Some(p) = &policy {
+            if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+                return Err(invalid(format!(
+                    "Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                )));
+            }
+            if orphan_dependents.is_some() {
+                return Err(invalid(format!(
+                    "Invalid value: \"{p}\": orphanDependents and deletionPropagation cannot be both set"
+                )));
+            }
+        }
+        Ok(Propagation {
+            policy,
+            orphan_dependents,
+        })
+    }
+
+    /// The new finalizer list of the object being deleted, or `None` if it stays as it is.
+    /// As Kubernetes decides: an explicit option wins; without one, a GC finalizer the object
+    /// already carries stays; otherwise the kind's default (Background for every kind served
+    /// here) adds none.
+    fn finalizers(&self, old: &[Value]) -> Option<Vec<Value>> {
+        let has = |f: &str| old.iter().any(|x| x == f);
+        let first_gc = old.iter().find_map(|x| match x.as_str() {
+            Some(f @ (ORPHAN_FINALIZER | FOREGROUND_FINALIZER)) => Some(f),
+            _ => None,
+        });
+        let (orphan, foreground) = match (self.orphan_dependents, self.policy.as_deref()) {
+            (Some(o), _) => (o, false),
+            (None, Some("Orphan")) => (true, false),
+            (None, Some("Foreground")) => (false, true),
+            (None, Some(_)) => (false, false),
+            (None, None) => (
+                first_gc == Some(ORPHAN_FINALIZER),
+                first_gc == Some(FOREGROUND_FINALIZER),
+            ),
+        };
+        if has(ORPHAN_FINALIZER) == orphan && has(FOREGROUND_FINALIZER) == foreground {
+            return None;
+        }
+        let mut new: Vec<Value> = old
+            .iter()
+            .filter(|x| *x != ORPHAN_FINALIZER && *x != FOREGROUND_FINALIZER)
+            .cloned()
+            .collect();
+        if orphan {
+            new.push(json!(ORPHAN_FINALIZER));
+        }
+        if foreground {
+            new.push(json!(FOREGROUND_FINALIZER));
+        }
+        Some(new)
+    }
 }
 
 /// After a delete: a CRD takes its custom objects with it.

@@ -185,17 +185,117 @@ impl LabelSelector {
     }
 }
 
-/// A parsed field selector; only `metadata.name` and `metadata.namespace` are supported, as
-/// for most resources of a real server.
+/// One selectable field of a kind: the label clients use, where its value lives in the
+/// stored object (a JSON pointer), and the value a missing field reads as (Kubernetes selects
+/// on the typed object, where an absent number is `0` and an absent bool `false`).
+type FieldLabel = (&'static str, &'static str, &'static str);
+
+/// core/v1 Event fields (`ToSelectableFields` of the event registry).
+const CORE_EVENT_FIELDS: &[FieldLabel] = &[
+    ("involvedObject.kind", "/involvedObject/kind", ""),
+    ("involvedObject.namespace", "/involvedObject/namespace", ""),
+    ("involvedObject.name", "/involvedObject/name", ""),
+    ("involvedObject.uid", "/involvedObject/uid", ""),
+    (
+        "involvedObject.apiVersion",
+        "/involvedObject/apiVersion",
+        "",
+    ),
+    (
+        "involvedObject.resourceVersion",
+        "/involvedObject/resourceVersion",
+        "",
+    ),
+    ("involvedObject.fieldPath", "/involvedObject/fieldPath", ""),
+    ("reason", "/reason", ""),
+    ("reportingComponent", "/reportingComponent", ""),
+    ("source", "/source/component", ""),
+    ("type", "/type", ""),
+];
+
+/// events.k8s.io/v1 Event fields. They are stored in core/v1 form (see [`crate::events`]), so
+/// the pointers name the core fields, as Kubernetes' field label conversion maps them.
+const EVENTS_V1_FIELDS: &[FieldLabel] = &[
+    ("regarding.kind", "/involvedObject/kind", ""),
+    ("regarding.namespace", "/involvedObject/namespace", ""),
+    ("regarding.name", "/involvedObject/name", ""),
+    ("regarding.uid", "/involvedObject/uid", ""),
+    ("regarding.apiVersion", "/involvedObject/apiVersion", ""),
+    (
+        "regarding.resourceVersion",
+        "/involvedObject/resourceVersion",
+        "",
+    ),
+    ("regarding.fieldPath", "/involvedObject/fieldPath", ""),
+    ("reason", "/reason", ""),
+    ("reportingController", "/reportingComponent", ""),
+    ("type", "/type", ""),
+];
+
+const POD_FIELDS: &[FieldLabel] = &[
+    ("spec.nodeName", "/spec/nodeName", ""),
+    ("spec.restartPolicy", "/spec/restartPolicy", ""),
+    ("spec.schedulerName", "/spec/schedulerName", ""),
+    ("spec.serviceAccountName", "/spec/serviceAccountName", ""),
+    ("spec.hostNetwork", "/spec/hostNetwork", "false"),
+    ("status.phase", "/status/phase", ""),
+    ("status.podIP", "/status/podIP", ""),
+    ("status.nominatedNodeName", "/status/nominatedNodeName", ""),
+];
+
+/// The selectable fields of a resource beyond `metadata.name` and `metadata.namespace`, and
+/// whether the kind has its own field label conversion in Kubernetes (which decides the wording
+/// of the error for an unknown label).
+fn field_labels(group: &str, resource: &str) -> (&'static [FieldLabel], bool) {
+    match (group, resource) {
+        ("", "pods") => (POD_FIELDS, true),
+        ("", "events") => (CORE_EVENT_FIELDS, true),
+        ("events.k8s.io", "events") => (EVENTS_V1_FIELDS, true),
+        ("", "secrets") => (&[("type", "/type", "")], true),
+        ("", "namespaces") => (&[("status.phase", "/status/phase", "")], true),
+        ("", "nodes") => (
+            &[("spec.unschedulable", "/spec/unschedulable", "false")],
+            true,
+        ),
+        ("", "replicationcontrollers") | ("apps", "replicasets") => {
+            (&[("status.replicas", "/status/replicas", "0")], true)
+        }
+        ("batch", "jobs") => (&[("status.successful", "/status/succeeded", "0")], true),
+        _ => (&[], false),
+    }
+}
+
+/// What one term of a field selector reads.
+#[derive(Clone, Debug, PartialEq)]
+enum Field {
+    Name,
+    Namespace,
+    /// JSON pointer into the stored object and the value of an absent field.
+    At(&'static str, &'static str),
+}
+
+/// One term: field, `=`/`==` (true) or `!=` (false), value.
+#[derive(Clone, Debug, PartialEq)]
+struct Term {
+    field: Field,
+    eq: bool,
+    value: String,
+}
+
+/// A parsed field selector over the fields Kubernetes makes selectable for the resource
+/// (`metadata.name` and `metadata.namespace` for every resource, and per kind e.g. Pods'
+/// `status.phase` or Events' `involvedObject.name`).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct FieldSelector(pub Vec<(String, bool, String)>);
+pub struct FieldSelector(Vec<Term>);
 
 impl FieldSelector {
-    /// Parses `fieldSelector` (`field=value`, `field==value`, `field!=value`, comma-separated).
-    pub fn parse(s: &str, kind: &str) -> Result<FieldSelector, String> {
+    /// Parses `fieldSelector` (`field=value`, `field==value`, `field!=value`, comma-separated)
+    /// for a resource of `group`. An unknown label is refused with Kubernetes' message.
+    pub fn parse(s: &str, group: &str, resource: &str) -> Result<FieldSelector, String> {
+        let (labels, converted) = field_labels(group, resource);
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
+            let (label, eq, value) = if let Some((f, v)) = part.split_once("!=") {
                 (f, false, v)
             } else if let Some((f, v)) = part.split_once("==") {
                 (f, true, v)
@@ -206,34 +306,61 @@ impl FieldSelector {
                     "invalid selector: '{part}'; can't understand '{part}'"
                 ));
             };
-            let field = field.trim();
-            if field != "metadata.name" && field != "metadata.namespace" {
-                return Err(format!(
-                    "field label not supported: {field} (for {kind}; supported: metadata.name, metadata.namespace)"
-                ));
-            }
-            out.push((field.to_string(), eq, value.trim().to_string()));
+            let label = label.trim();
+            let field = match label {
+                "metadata.name" => Field::Name,
+                "metadata.namespace" => Field::Namespace,
+                _ => match labels.iter().find(|(l, _, _)| *l == label) {
+                    Some((_, pointer, absent)) => Field::At(pointer, absent),
+                    None if converted => {
+                        return Err(format!("field label not supported: {label}"));
+                    }
+                    None => {
+                        return Err(format!(
+                            "{label:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+                        ));
+                    }
+                },
+            };
+            out.push(Term {
+                field,
+                eq,
+                value: value.trim().to_string(),
+            });
         }
         Ok(FieldSelector(out))
+    }
+
+    /// Whether no term reads the object's content (then name and namespace decide).
+    pub fn needs_object(&self) -> bool {
+        self.0.iter().any(|t| matches!(t.field, Field::At(..)))
     }
 
     /// The name this selector pins (`metadata.name=x`), used to watch a single object.
     pub fn pinned_name(&self) -> Option<&str> {
         self.0
             .iter()
-            .find(|(f, eq, _)| *eq && f == "metadata.name")
-            .map(|(_, _, v)| v.as_str())
+            .find(|t| t.eq && t.field == Field::Name)
+            .map(|t| t.value.as_str())
     }
 
-    /// Tests an object's namespace and name.
-    pub fn matches(&self, namespace: &str, name: &str) -> bool {
-        self.0.iter().all(|(f, eq, v)| {
-            let actual = if f == "metadata.name" {
-                name
-            } else {
-                namespace
+    /// Tests an object: its namespace, name and (when a term needs it) its stored content.
+    pub fn matches(&self, namespace: &str, name: &str, obj: Option<&Value>) -> bool {
+        self.0.iter().all(|t| {
+            let owned;
+            let actual: &str = match t.field {
+                Field::Name => name,
+                Field::Namespace => namespace,
+                Field::At(pointer, absent) => match obj.and_then(|o| o.pointer(pointer)) {
+                    None | Some(Value::Null) => absent,
+                    Some(Value::String(s)) => s,
+                    Some(other) => {
+                        owned = other.to_string();
+                        &owned
+                    }
+                },
             };
-            (actual == v) == *eq
+            (actual == t.value) == t.eq
         })
     }
 }
@@ -275,10 +402,52 @@ mod tests {
 
     #[test]
     fn field_selector() {
-        let f = FieldSelector::parse("metadata.name=a,metadata.namespace!=b", "ConfigMap").unwrap();
-        assert!(f.matches("c", "a"));
-        assert!(!f.matches("b", "a"));
+        let f = FieldSelector::parse("metadata.name=a,metadata.namespace!=b", "", "configmaps")
+            .unwrap();
+        assert!(f.matches("c", "a", None));
+        assert!(!f.matches("b", "a", None));
         assert_eq!(f.pinned_name(), Some("a"));
-        assert!(FieldSelector::parse("spec.x=1", "Pod").is_err());
+        assert!(!f.needs_object());
+        assert_eq!(
+            FieldSelector::parse("spec.x=1", "", "pods").unwrap_err(),
+            "field label not supported: spec.x"
+        );
+        assert_eq!(
+            FieldSelector::parse("data.x=1", "", "configmaps").unwrap_err(),
+            "\"data.x\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+        );
+    }
+
+    #[test]
+    fn field_selector_per_kind() {
+        let pod = json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let f = FieldSelector::parse("status.phase=Running,spec.nodeName!=n2", "", "pods").unwrap();
+        assert!(f.needs_object());
+        assert!(f.matches("ns", "p", Some(&pod)));
+        let f = FieldSelector::parse("spec.hostNetwork=false", "", "pods").unwrap();
+        assert!(
+            f.matches("ns", "p", Some(&pod)),
+            "an absent bool reads false"
+        );
+        let rs = json!({"status": {"replicas": 3}});
+        let f = FieldSelector::parse("status.replicas==3", "apps", "replicasets").unwrap();
+        assert!(f.matches("ns", "r", Some(&rs)));
+        let f = FieldSelector::parse("status.replicas=0", "apps", "replicasets").unwrap();
+        assert!(
+            f.matches("ns", "r", Some(&json!({}))),
+            "an absent count reads 0"
+        );
+        let ev = json!({"involvedObject": {"kind": "Pod", "name": "p"}, "reportingComponent": "kubelet",
+            "source": {"component": "kubelet"}});
+        let f = FieldSelector::parse(
+            "regarding.kind=Pod,regarding.name=p,reportingController=kubelet",
+            "events.k8s.io",
+            "events",
+        )
+        .unwrap();
+        assert!(f.matches("ns", "e", Some(&ev)));
+        let f = FieldSelector::parse("involvedObject.name=q,source=kubelet", "", "events").unwrap();
+        assert!(!f.matches("ns", "e", Some(&ev)));
+        assert!(FieldSelector::parse("involvedObject.name=p", "events.k8s.io", "events").is_err());
     }
 }
