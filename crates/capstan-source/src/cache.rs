@@ -586,6 +586,8 @@ impl RepoCache {
             )),
             _ => None,
         };
+        // An https URL needs the process's TLS provider before gix builds its HTTP client.
+        crate::ensure_crypto_provider();
         let transport = blocking_io::connect::connect(
             url.gix_url().clone(),
             blocking_io::connect::Options {

@@ -38,3 +38,14 @@ pub use cache::{CacheStats, ProtocolVersion, RepoCache, Resolved, RevisionKind, 
 pub use error::SourceError;
 pub use secret::{Credentials, Secret};
 pub use url::{RepoUrl, Scheme};
+
+/// Makes ring the process's rustls crypto provider unless one is installed already.
+///
+/// gix's HTTPS transport (reqwest with `rustls-no-provider`) brings no provider of its own, so
+/// that only ring, which kube uses, is linked; reqwest then needs a process-wide default before
+/// it builds a client. Every connection calls this, so callers need not; calling it again, or
+/// after another part of the process installed ring, does nothing.
+pub fn ensure_crypto_provider() {
+    // An error only means a provider is installed already, which is all reqwest needs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -280,6 +280,9 @@ fn fetch_blocking(
     target: &Path,
     limits: Limits,
 ) -> Result<(), String> {
+    // reqwest is built without a crypto provider of its own (only ring is linked, for kube):
+    // it uses the process's default, installed here unless the binary installed one already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::blocking::Client::builder()
         .timeout(limits.timeout)
         .build()
