@@ -24,6 +24,7 @@ pub mod auth;
 pub mod controllers;
 pub mod defaults;
 pub mod discovery;
+pub mod events;
 pub mod faults;
 pub mod protobuf;
 pub mod rbac;

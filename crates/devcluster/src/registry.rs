@@ -93,8 +93,12 @@ impl ResourceInfo {
         }
     }
 
-    /// Storage key: objects of all versions of one group/resource live together.
+    /// Storage key: objects of all versions of one group/resource live together, and the
+    /// events.k8s.io Events with the core ones (one storage, see [`crate::events`]).
     pub fn storage_key(&self) -> String {
+        if crate::events::is_events_v1(self) {
+            return "/events".to_string();
+        }
         format!("{}/{}", self.group, self.resource)
     }
 
