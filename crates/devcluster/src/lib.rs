@@ -16,7 +16,26 @@
 //! [`Config::rbac`] the stored Roles, ClusterRoles and bindings decide what each may do; see
 //! [`rbac`]. Reliability tests can make the server fail, slow down, cut watches or refuse writes
 //! on purpose with [`Config::faults`], or at run time with `GET`/`PUT /devcluster/faults` (admin
-//! token only); see [`faults`].
+//! token only); see [`faults`]. Impersonation headers (`kubectl --as`, `--as-group`) are honoured
+//! after authentication, each part authorized as verb `impersonate`; see [`impersonation`].
+//!
+//! API behaviour worth knowing:
+//!
+//! - Events: `events.k8s.io/v1` and core/v1 Events are one storage, converted on the way in and
+//!   out as Kubernetes does, so the simulated controllers' events are listed and watched through
+//!   both; see [`events`].
+//! - Field selectors: `metadata.name` and `metadata.namespace` everywhere, and the per-kind
+//!   fields Kubernetes makes selectable (Pods' `spec.nodeName`, `status.phase`, …; Events'
+//!   `involvedObject.*` / `regarding.*`, `reason`, `type`, …; Secrets' `type`; Namespaces'
+//!   `status.phase`; ReplicaSets' `status.replicas`; Jobs' `status.successful`) on list and
+//!   watch, with `=`, `==` and `!=`; an unknown label is a 400 (`field label not supported: X`).
+//!   See [`validation::FieldSelector`].
+//! - DELETE honours `propagationPolicy` (`Orphan`, `Foreground`, `Background`; body or query)
+//!   and the deprecated `orphanDependents`: Orphan and Foreground set the `orphan` /
+//!   `foregroundDeletion` finalizer and the deletionTimestamp, and the garbage collector
+//!   (`sim/gc.rs`) finishes; without an option the object's own GC finalizer decides, else
+//!   Background (the default of every kind served here). Namespaces delete their content
+//!   themselves and ignore the policy.
 
 pub mod api;
 pub mod apply;
@@ -26,6 +45,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod events;
 pub mod faults;
+pub mod impersonation;
 pub mod protobuf;
 pub mod rbac;
 pub mod registry;

@@ -245,6 +245,7 @@ async fn route(
         _ => {}
     }
     let user = authenticate(&state, &req)?;
+    let user = crate::impersonation::apply(&state, req.headers(), user)?;
     if path == crate::faults::ADMIN_PATH {
         let method = req.method().clone();
         let body = read_body(req.into_body(), None).await?;
