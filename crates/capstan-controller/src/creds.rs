@@ -199,6 +199,12 @@ impl Drop for CredStore {
 /// [`RepoUrl::cache_key`]. A template URL names an organisation or a host rather than a
 /// repository, which [`RepoUrl::parse`] refuses, so a path component is added for parsing and
 /// taken off again.
+///
+/// Credentials follow the fetch endpoint, so this keeps the cache key's distinctions (scheme,
+/// SSH user, port, path case): a token for `https://host/team` must not be offered to
+/// `ssh://host/team/app` or `https://host/Team`. The webhook's `normalize_repo_url` in
+/// capstan-server folds all of those on purpose, because it only asks which repository a push
+/// names; the two are different rules, not one written twice.
 pub fn template_prefix(template_url: &str) -> Option<String> {
     let trimmed = template_url.trim().trim_end_matches('/');
     let sep = if trimmed.ends_with(':') { "" } else { "/" };

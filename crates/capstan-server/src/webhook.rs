@@ -315,11 +315,17 @@ pub fn parse(provider: Provider, event: &str, body: &[u8]) -> Result<Delivery, W
 /// `/` or `.git`, so that the HTTPS, SSH and scp-like (`git@host:org/repo.git`) spellings of one
 /// repository are equal.
 ///
-/// Capstan-source's `RepoUrl::cache_key` is not used: the server may not depend on the source
-/// crate (DESIGN.md's arrows), and that key keeps the scheme apart, which is right for a cache
-/// but wrong here, where an application following the SSH URL must hear about a push that the
-/// provider reports with its HTTPS URL. Lower-casing the path follows Argo CD (the hosting
-/// services treat owner and repository names case-insensitively).
+/// This is deliberately not `capstan_source::RepoUrl::cache_key` (nor the credential lookup's
+/// `capstan_controller::creds::template_prefix`, built on it): those identify a fetch endpoint,
+/// where scheme, SSH user, non-default port, path case and the scp-like relative path
+/// (`host:org/repo`, key `ssh://host/~/org/repo`) versus the absolute `ssh://host/org/repo` all
+/// matter (they can reach different repositories, and credentials must not cross them). Here
+/// the question is which repository a hosting service reported, under all its spellings: an
+/// application following the SSH URL must hear about a push reported with the HTTPS URL, and
+/// the services treat owner and repository names case-insensitively (as Argo CD's webhook
+/// does). The rule must also be total: it reads any string, where `RepoUrl::parse` refuses
+/// some and resolves a relative path against the working directory, which means nothing for a
+/// push. (The server does not depend on capstan-source either: DESIGN.md's arrows.)
 pub fn normalize_repo_url(url: &str) -> String {
     let url = url.trim();
     let (authority, path) = match url.split_once("://") {

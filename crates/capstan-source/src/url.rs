@@ -138,6 +138,13 @@ impl RepoUrl {
     }
 
     /// The normalised key that identifies the repository in the cache (no credentials).
+    ///
+    /// It names a fetch endpoint, so it keeps apart what can reach a different repository or
+    /// need different credentials: the scheme, an SSH user, a non-default port, the case of the
+    /// path, and an scp-like path relative to the login directory (`ssh://host/~/org/repo`)
+    /// from an absolute one. The webhook's `normalize_repo_url` in capstan-server is a
+    /// different rule on purpose: it asks which hosting-service repository a push names, across
+    /// the HTTPS and SSH spellings and case-insensitively, and must accept any string.
     pub fn cache_key(&self) -> &str {
         &self.key
     }
