@@ -7,7 +7,7 @@
 //! the ones `capstan app get` calls OutOfSync.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use capstan_api::application::Application;
@@ -24,10 +24,32 @@ pub struct Args {
     /// application's spec.source.targetRevision.
     #[arg(long)]
     pub revision: Option<String>,
-    /// Git and manifest cache directory (the same default as `capstan server`, whose cache
-    /// it reuses when run from the same directory).
-    #[arg(long, default_value = ".capstan/cache")]
-    pub cache_dir: PathBuf,
+    /// Git and manifest cache directory. Default: `.capstan/cache` when the current directory
+    /// has a `.capstan` directory (where `capstan up` or `capstan server` ran: their cache is
+    /// reused), else `$XDG_CACHE_HOME/capstan` or `~/.cache/capstan`, so that a diff run
+    /// anywhere else leaves nothing behind in that directory.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The cache directory when `--cache-dir` is not given (see [`Args::cache_dir`]).
+fn default_cache_dir() -> PathBuf {
+    let local = Path::new(".capstan");
+    if local.is_dir() {
+        return local.join("cache");
+    }
+    let user_cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        });
+    match user_cache {
+        Some(dir) => dir.join("capstan"),
+        None => std::env::temp_dir().join("capstan-cache"),
+    }
 }
 
 /// Prints, per object that differs, a header and the unified diff from live (`-`) to desired
@@ -35,17 +57,18 @@ pub struct Args {
 /// 2 error (the error is returned and printed by `main`).
 pub async fn run(api: Api<Application>, args: Args) -> anyhow::Result<u8> {
     let app = ops::get(&api, &args.name).await?;
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let controller = capstan_controller::Controller::new(
         api.into_client(),
         capstan_controller::Config {
             // Repository credentials are read from the application's namespace, as the
             // controller that manages it reads them from its own.
             namespace: Some(app.namespace().to_string()),
-            cache_dir: args.cache_dir.clone(),
+            cache_dir: cache_dir.clone(),
             ..capstan_controller::Config::default()
         },
     )
-    .with_context(|| format!("preparing the cache in {}", args.cache_dir.display()))?;
+    .with_context(|| format!("preparing the cache in {}", cache_dir.display()))?;
     let handle = Handle::from(controller.shared());
     let diff = handle
         .diff(&app, args.revision.as_deref())
