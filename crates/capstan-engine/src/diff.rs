@@ -391,32 +391,14 @@ fn secret_error(problem: SecretProblem, side: &'static str, id: &Identity) -> Di
 
 /// The fields `manager` applied (operation `Apply`, main resource), merged over its entries.
 fn owned_fields(live: &Value, manager: &str) -> Option<fields::FieldSet> {
-    let entries = live.pointer("/metadata/managedFields")?.as_array()?;
-    let mut set: Option<fields::FieldSet> = None;
-    for entry in entries {
-        let ours = entry.get("manager").and_then(Value::as_str) == Some(manager)
+    fields::FieldSet::from_managed_fields(live, |entry| {
+        entry.get("manager").and_then(Value::as_str) == Some(manager)
             && entry.get("operation").and_then(Value::as_str) == Some("Apply")
             && entry
                 .get("subresource")
                 .and_then(Value::as_str)
-                .is_none_or(str::is_empty);
-        if !ours {
-            continue;
-        }
-        // The API server validated these sets; one it could not have produced is skipped so
-        // that a comparison still happens (without removal detection for that entry).
-        let Some(decoded) = entry
-            .get("fieldsV1")
-            .and_then(|f| fields::FieldSet::decode(f).ok())
-        else {
-            continue;
-        };
-        match set.as_mut() {
-            Some(s) => s.merge(decoded),
-            None => set = Some(decoded),
-        }
-    }
-    set
+                .is_none_or(str::is_empty)
+    })
 }
 
 fn to_yaml(v: Option<&Value>) -> String {

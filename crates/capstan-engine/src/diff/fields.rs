@@ -78,6 +78,26 @@ impl FieldSet {
         Ok(set)
     }
 
+    /// The union of the field sets of the `metadata.managedFields` entries of `obj` that `keep`
+    /// selects; `None` when no selected entry could be read. An entry whose `fieldsV1` cannot
+    /// be decoded is skipped rather than failing the comparison: the API server validated
+    /// these sets, so one it could not have produced only loses removal detection (or the
+    /// ignoring) for that entry.
+    pub fn from_managed_fields(obj: &Value, keep: impl Fn(&Value) -> bool) -> Option<FieldSet> {
+        let entries = obj.pointer("/metadata/managedFields")?.as_array()?;
+        let mut set: Option<FieldSet> = None;
+        for entry in entries.iter().filter(|e| keep(e)) {
+            let Some(decoded) = entry.get("fieldsV1").and_then(|f| FieldSet::decode(f).ok()) else {
+                continue;
+            };
+            match set.as_mut() {
+                Some(s) => s.merge(decoded),
+                None => set = Some(decoded),
+            }
+        }
+        set
+    }
+
     /// Adds every path of `other` to `self` (a manager may own fields through several entries).
     pub fn merge(&mut self, other: FieldSet) {
         for (name, sub) in other.fields {

@@ -115,26 +115,12 @@ impl CompiledIgnore {
     }
 }
 
-/// Removes from `obj` every field `managers` own according to `live_raw`'s managedFields.
+/// The fields `managers` own according to `live_raw`'s managedFields (any operation).
 pub(crate) fn managers_field_set(live_raw: &Value, managers: &[String]) -> Option<FieldSet> {
-    let entries = live_raw.pointer("/metadata/managedFields")?.as_array()?;
-    let mut set: Option<FieldSet> = None;
-    for entry in entries {
+    FieldSet::from_managed_fields(live_raw, |entry| {
         let manager = entry.get("manager").and_then(Value::as_str).unwrap_or("");
-        if !managers.iter().any(|m| m == manager) {
-            continue;
-        }
-        // An unreadable entry of another manager cannot be honoured; it is skipped rather than
-        // failing the whole comparison (the live object comes from the API server).
-        let Some(decoded) = entry.get("fieldsV1").and_then(|f| FieldSet::decode(f).ok()) else {
-            continue;
-        };
-        match set.as_mut() {
-            Some(s) => s.merge(decoded),
-            None => set = Some(decoded),
-        }
-    }
-    set
+        managers.iter().any(|m| m == manager)
+    })
 }
 
 /// Removes the fields of `set` from `obj`.
