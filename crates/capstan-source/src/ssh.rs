@@ -38,35 +38,32 @@ pub(crate) fn prepare(
 ) -> std::io::Result<SshSession> {
     let dir = tempfile::Builder::new().prefix("capstan-ssh-").tempdir()?;
     let key_path = dir.path().join("id");
-    let mut key = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key_path)?;
-    key.write_all(private_key.expose().as_bytes())?;
-    if !private_key.expose().ends_with('\n') {
-        // OpenSSH refuses a key whose last line is not terminated.
-        key.write_all(b"\n")?;
-    }
-    key.sync_all()?;
+    write_private(&key_path, private_key.expose())?;
     let hosts_path = match known_hosts {
         Some(lines) => {
             let p = dir.path().join("known_hosts");
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&p)?;
-            f.write_all(lines.as_bytes())?;
-            if !lines.ends_with('\n') {
-                f.write_all(b"\n")?;
-            }
+            write_private(&p, lines)?;
             p
         }
         None => cache_known_hosts.to_path_buf(),
     };
     let command = command_line(program, &key_path, &hosts_path, accept_new);
     Ok(SshSession { dir, command })
+}
+
+/// Creates `path` (which must not exist yet) readable by its owner only, holding `text` with
+/// its last line terminated: OpenSSH refuses a key whose last line is not.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        file.write_all(b"\n")?;
+    }
+    file.sync_all()
 }
 
 /// The command line, each word single-quoted for the shell gix runs it through.
