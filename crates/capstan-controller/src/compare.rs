@@ -283,6 +283,7 @@ pub fn compare(
     let mut shared_objects = Vec::new();
     let mut diff_status = HashMap::new();
     let mut seen: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+    let mut live_seen: HashMap<(String, String, String, String), Value> = HashMap::new();
     let mut images = BTreeSet::new();
     let mut all_synced = true;
 
@@ -340,12 +341,18 @@ pub fn compare(
         if let Some(h) = &health {
             healths.push(h.clone());
         }
-        seen.insert((
+        let id = (
             gvk.group.clone(),
             gvk.kind.clone(),
             namespace.to_string(),
             name.to_string(),
-        ));
+        );
+        if let Some(v) = live_value {
+            // Kept for the list of live objects below: serializing a live object (managed
+            // fields, status) is a large part of a comparison's cost, once is enough.
+            live_seen.insert(id.clone(), v);
+        }
+        seen.insert(id);
         resources.push(ResourceStatus {
             group: gvk.group.clone(),
             version: gvk.version.clone(),
@@ -360,22 +367,25 @@ pub fn compare(
 
     let mut live_values = Vec::new();
     for (watched, obj) in shared.live.tracked_by(kinds, &key) {
-        let value = watched.value(&obj);
-        let gvk = gvk_of(&value)?;
+        let resource = &watched.resource;
         let namespace = obj.metadata.namespace.clone().unwrap_or_default();
         let name = obj.metadata.name.clone().unwrap_or_default();
         let id = (
-            gvk.group.clone(),
-            gvk.kind.clone(),
+            resource.group.clone(),
+            resource.kind.clone(),
             namespace.clone(),
             name.clone(),
         );
+        let value = match live_seen.remove(&id) {
+            Some(v) => v,
+            None => watched.value(&obj),
+        };
         if !seen.contains(&id) && !is_hook(&value) {
             all_synced = false;
             resources.push(ResourceStatus {
-                group: gvk.group.clone(),
-                version: gvk.version.clone(),
-                kind: gvk.kind.clone(),
+                group: resource.group.clone(),
+                version: resource.version.clone(),
+                kind: resource.kind.clone(),
                 namespace,
                 name,
                 status: appapi::SYNC_OUT_OF_SYNC.to_string(),

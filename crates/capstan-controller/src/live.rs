@@ -4,6 +4,11 @@
 //! Every event of a watched object that carries a tracking annotation marks the owning
 //! application dirty and sends it to the controller's queue: a `kubectl edit` of an object shows
 //! up as drift as soon as the watch delivers it, without waiting for the periodic refresh.
+//!
+//! Each watch also keeps an index of its objects by owning application, updated from the same
+//! events, so that finding an application's objects (prune detection, deletion) costs the size
+//! of that application, not a scan of the kind's whole store with a tracking-id parse per object:
+//! with a thousand applications the scan was most of a no-change refresh's CPU.
 
 use capstan_api::TrackingId;
 use capstan_api::annotations as ann;
@@ -12,7 +17,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::discovery::Scope;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -30,7 +35,60 @@ pub struct Watched {
     pub namespaced: bool,
     /// The reflector's store.
     pub store: Store<DynamicObject>,
+    index: Arc<Mutex<TrackIndex>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// An object of a watched kind: namespace (empty for cluster-scoped kinds) and name.
+type ObjectKey = (String, String);
+
+/// The objects of one kind by owning application (from their tracking annotations).
+#[derive(Default)]
+struct TrackIndex {
+    by_app: HashMap<AppKey, BTreeSet<ObjectKey>>,
+    by_object: HashMap<ObjectKey, AppKey>,
+    /// During a relist (the watcher's `Init` … `InitDone`): the owners listed so far, which
+    /// replace the index at `InitDone`, as the reflector replaces its store then.
+    relisting: Option<HashMap<ObjectKey, AppKey>>,
+}
+
+impl TrackIndex {
+    /// Records the owner of `obj` (`None`: untracked or deleted).
+    fn set(&mut self, obj: ObjectKey, owner: Option<AppKey>) {
+        if let Some(old) = self.by_object.remove(&obj)
+            && let Some(set) = self.by_app.get_mut(&old)
+        {
+            set.remove(&obj);
+            if set.is_empty() {
+                self.by_app.remove(&old);
+            }
+        }
+        if let Some(app) = owner {
+            self.by_app
+                .entry(app.clone())
+                .or_default()
+                .insert(obj.clone());
+            self.by_object.insert(obj, app);
+        }
+    }
+
+    fn replace(&mut self, listed: HashMap<ObjectKey, AppKey>) {
+        self.by_app.clear();
+        for (obj, app) in &listed {
+            self.by_app
+                .entry(app.clone())
+                .or_default()
+                .insert(obj.clone());
+        }
+        self.by_object = listed;
+    }
+}
+
+fn object_key(obj: &DynamicObject) -> ObjectKey {
+    (
+        obj.metadata.namespace.clone().unwrap_or_default(),
+        obj.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 impl Drop for Watched {
@@ -127,24 +185,58 @@ impl LiveCache {
         let triggers = self.triggers.clone();
         let dirty = Arc::clone(&self.dirty);
         let kind = gvk.kind.clone();
+        let index: Arc<Mutex<TrackIndex>> = Arc::default();
+        let task_index = Arc::clone(&index);
+        let (indexed_tx, mut indexed_rx) = tokio::sync::watch::channel(false);
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff();
         let task = tokio::spawn(async move {
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::Apply(obj))
-                    | Ok(watcher::Event::Delete(obj))
-                    | Ok(watcher::Event::InitApply(obj)) => {
-                        if let Some(app) = owner(&obj) {
-                            lock(&dirty).insert(app.clone());
-                            // The receiver lives as long as the controller; after it is gone
-                            // nobody needs the trigger.
-                            let _ = triggers.send(app);
-                        }
+                // The index is updated before the trigger is sent, so the reconcile it causes
+                // finds the object under its application.
+                let app = match event {
+                    Ok(watcher::Event::Apply(obj)) => {
+                        let app = owner(&obj);
+                        lock(&task_index).set(object_key(&obj), app.clone());
+                        app
                     }
-                    Ok(_) => {}
-                    Err(err) => tracing::warn!(kind = %kind, error = %err, "watch error; retrying"),
+                    Ok(watcher::Event::Delete(obj)) => {
+                        let app = owner(&obj);
+                        lock(&task_index).set(object_key(&obj), None);
+                        app
+                    }
+                    Ok(watcher::Event::Init) => {
+                        lock(&task_index).relisting = Some(HashMap::new());
+                        None
+                    }
+                    Ok(watcher::Event::InitApply(obj)) => {
+                        let app = owner(&obj);
+                        if let Some(a) = &app {
+                            let mut index = lock(&task_index);
+                            let listed = index.relisting.get_or_insert_with(HashMap::new);
+                            listed.insert(object_key(&obj), a.clone());
+                        }
+                        app
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        let mut index = lock(&task_index);
+                        let listed = index.relisting.take().unwrap_or_default();
+                        index.replace(listed);
+                        // Nobody waits any more once the watch has been handed out.
+                        let _ = indexed_tx.send(true);
+                        None
+                    }
+                    Err(err) => {
+                        tracing::warn!(kind = %kind, error = %err, "watch error; retrying");
+                        None
+                    }
+                };
+                if let Some(app) = app {
+                    lock(&dirty).insert(app.clone());
+                    // The receiver lives as long as the controller; after it is gone
+                    // nobody needs the trigger.
+                    let _ = triggers.send(app);
                 }
             }
         });
@@ -152,10 +244,18 @@ impl LiveCache {
             resource,
             namespaced,
             store: store.clone(),
+            index,
             task,
         });
-        match tokio::time::timeout(self.ready_timeout, store.wait_until_ready()).await {
-            Ok(Ok(())) => {}
+        // Ready when the first list is both in the store and in the index (the index follows
+        // the store by one step of the task above).
+        let ready = async {
+            store.wait_until_ready().await.ok()?;
+            indexed_rx.wait_for(|indexed| *indexed).await.ok()?;
+            Some(())
+        };
+        match tokio::time::timeout(self.ready_timeout, ready).await {
+            Ok(Some(())) => {}
             _ => {
                 return Err(ControllerError::Watch {
                     kind: gvk.kind.clone(),
@@ -177,8 +277,18 @@ impl LiveCache {
     ) -> Vec<(Arc<Watched>, Arc<DynamicObject>)> {
         let mut out = Vec::new();
         for w in kinds {
-            for obj in w.store.state() {
-                if owner(&obj).as_ref() == Some(app) {
+            let keys: Vec<ObjectKey> = lock(&w.index)
+                .by_app
+                .get(app)
+                .map(|set| set.iter().cloned().collect())
+                .unwrap_or_default();
+            for (namespace, name) in keys {
+                // The store may be one event ahead of the index: the object's current
+                // annotation has the last word (a newly tracked object not indexed yet comes
+                // with its own trigger, sent after indexing).
+                if let Some(obj) = w.get(&namespace, &name)
+                    && owner(&obj).as_ref() == Some(app)
+                {
                     out.push((Arc::clone(w), obj));
                 }
             }
@@ -199,4 +309,50 @@ pub fn owner(obj: &DynamicObject) -> Option<AppKey> {
 /// consistent (single inserts and removes), so a panic elsewhere does not invalidate them.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str) -> AppKey {
+        ("capstan".to_string(), name.to_string())
+    }
+
+    fn obj(name: &str) -> ObjectKey {
+        ("demo".to_string(), name.to_string())
+    }
+
+    fn objects_of(index: &TrackIndex, a: &str) -> Vec<String> {
+        index
+            .by_app
+            .get(&app(a))
+            .map(|s| s.iter().map(|(_, n)| n.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_index_follows_tracking_changes_deletes_and_relists() {
+        let mut index = TrackIndex::default();
+        index.set(obj("cm"), Some(app("a")));
+        index.set(obj("svc"), Some(app("a")));
+        index.set(obj("other"), None);
+        assert_eq!(objects_of(&index, "a"), ["cm", "svc"]);
+
+        // Re-annotated for another application: it moves.
+        index.set(obj("cm"), Some(app("b")));
+        assert_eq!(objects_of(&index, "a"), ["svc"]);
+        assert_eq!(objects_of(&index, "b"), ["cm"]);
+
+        // Deleted (or its annotation removed): gone, and an application without objects too.
+        index.set(obj("svc"), None);
+        assert!(!index.by_app.contains_key(&app("a")));
+        assert!(!index.by_object.contains_key(&obj("svc")));
+
+        // A relist replaces everything with what it listed.
+        index.replace([(obj("new"), app("a"))].into_iter().collect());
+        assert_eq!(objects_of(&index, "a"), ["new"]);
+        assert!(objects_of(&index, "b").is_empty());
+        assert_eq!(index.by_object.len(), 1);
+    }
 }
