@@ -59,6 +59,11 @@ fn bench_scale_prints_every_figure_as_one_json_object() {
             .unwrap_or_else(|| panic!("{key} is missing or not a number in {v}"));
         assert!(x.is_finite() && x > 0.0, "{key} = {x} in {v}");
     }
+    // Zero when no Git fetch ran a process during the refresh (fetches are coalesced).
+    let children = v["refresh_child_process_cpu_ms_per_app"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("refresh_child_process_cpu_ms_per_app missing in {v}"));
+    assert!(children.is_finite() && children >= 0.0, "{v}");
     assert_eq!(v["apps"], serde_json::json!(3.0));
     assert_eq!(v["objects_per_app"], serde_json::json!(2.0));
     assert_eq!(v["webhook_commits"], serde_json::json!(5.0));
