@@ -794,10 +794,18 @@ async fn manifests(
         namespace: q.namespace.clone(),
         name: q.name.clone(),
     };
-    let desired = handle
-        .desired_object(&app, None, &id)
-        .await
-        .map_err(comparison_error)?;
+    // A source that cannot be rendered does not hide the live object: the answer says why the
+    // desired side is missing instead.
+    let (desired, desired_error) = match handle.desired_object(&app, None, &id).await {
+        Ok(desired) => (desired, None),
+        Err(e) => {
+            let e = comparison_error(e);
+            if e.status != StatusCode::UNPROCESSABLE_ENTITY {
+                return Err(e);
+            }
+            (None, Some(e.message))
+        }
+    };
     // The live side comes from the resource tree, which also holds the objects the
     // application's objects own (ReplicaSets, Pods); an object only Git has yet is not in the
     // tree and has no live manifest.
@@ -806,7 +814,11 @@ async fn manifests(
         Err(e) if e.status == StatusCode::NOT_FOUND && desired.is_some() => None,
         Err(e) => return Err(e),
     };
-    Ok(Json(json!({ "live": live, "desired": desired })))
+    let mut answer = json!({ "live": live, "desired": desired });
+    if let Some(message) = desired_error {
+        answer["desiredError"] = Value::String(message);
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize, Default)]

@@ -150,15 +150,15 @@ pub fn document() -> Value {
         read("Objects of the application and what they own (ReplicaSets, Pods, Jobs), with health"),
     );
     let mut manifests = app_op(
-        "Live and desired manifests of one object of the application (Secret values masked); desired is rendered from the current target revision, null when Git does not have the object, live null when the cluster does not",
+        "Live and desired manifests of one object of the application (Secret values masked); desired is rendered from the current target revision, null when Git does not have the object (or cannot be rendered: desiredError says why, naming the file or field), live null when the cluster does not",
         "applications",
         None,
         json!({"200": {"description": "the two manifests", "content": {"application/json": {"schema": {
                    "type": "object", "properties": {
                        "live": {"type": "object", "nullable": true},
-                       "desired": {"type": "object", "nullable": true}}}}}},
+                       "desired": {"type": "object", "nullable": true},
+                       "desiredError": {"type": "string", "description": "present when the source cannot be rendered"}}}}}},
                "401": errors(), "404": errors(),
-               "422": {"description": "the source cannot be rendered (the message names the file or field)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                "503": {"description": "the server runs without the controller", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}),
     );
     if let Some(params) = manifests["parameters"].as_array_mut() {

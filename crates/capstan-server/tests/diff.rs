@@ -355,6 +355,18 @@ async fn the_diff_shows_what_git_changed_and_never_a_secret_value() {
     assert!(message.contains("broken.yaml"), "{message}");
     assert!(message.contains("capstan/settings"), "{message}");
     assert_no_secret(&body);
+    // The live manifest is still served, with the reason the desired one is not.
+    let m = env
+        .get_json(&format!(
+            "{MANIFESTS}?kind=ConfigMap&name=settings&namespace=demo"
+        ))
+        .await;
+    assert_eq!(m["live"]["data"]["key"], "old");
+    assert_eq!(m["desired"], Value::Null);
+    assert!(
+        m["desiredError"].as_str().unwrap().contains("broken.yaml"),
+        "{m}"
+    );
     // An older commit still diffs.
     let d = env.get_json(&format!("{DIFF}?revision={second}")).await;
     assert_eq!(d["items"].as_array().unwrap().len(), 2);
