@@ -451,6 +451,7 @@ async fn reconcile(
 
     // A requested operation, or an automated sync.
     let mut ran_operation = false;
+    let mut clear_operation = false;
     // An operation still Running in the status was interrupted (the controller stopped in the
     // middle of it: within one process the final status is written before the next reconcile).
     // It is run again from the start: applying is idempotent, and it ends in one history entry.
@@ -496,17 +497,10 @@ async fn reconcile(
             run_operation(shared, app, op.clone(), &mut status, 0).await;
             ran_operation = true;
         }
-        // The operation is done: clear it (as Argo CD does), so that a new one can be requested.
-        let cleared = apps
-            .patch(
-                app.name(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "operation": null })),
-            )
-            .await;
-        if let Err(e) = cleared {
-            tracing::warn!(app = app.name(), error = %e, "cannot clear the operation");
-        }
+        // The operation is done: it is cleared (as Argo CD does) once its result is written
+        // below, so that whoever sees `operation` gone also sees the result, and a new one can
+        // be requested.
+        clear_operation = true;
     } else if let Some(cmp) = &comparison
         && let Some(automated) = app
             .spec
@@ -612,7 +606,7 @@ async fn reconcile(
                 images: cmp.images.clone(),
             });
         }
-        // The operation field is cleared by now: remember the app without it so the watch
+        // The operation field is cleared below: remember the app without it so the watch
         // event of that change does not cause another full reconcile.
         let mut after = app.clone();
         after.operation = None;
@@ -631,6 +625,20 @@ async fn reconcile(
     if old != new || due || refresh.is_some() || previous.reconciled_at.is_none() {
         status.reconciled_at = Some(now_rfc3339());
         write_status(&apps, app.name(), &previous, &status).await?;
+    }
+    if clear_operation {
+        // A controller stopped right before this finds the result recorded for the same
+        // operation and only clears it.
+        let cleared = apps
+            .patch(
+                app.name(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "operation": null })),
+            )
+            .await;
+        if let Err(e) = cleared {
+            tracing::warn!(app = app.name(), error = %e, "cannot clear the operation");
+        }
     }
     if refresh.is_some() {
         let removed = apps
@@ -864,14 +872,38 @@ async fn execute_operation(
     let watch = watch_termination(apps.clone(), app.name().to_string(), req.stop.clone());
     let progress_apps = apps.clone();
     let name = app.name().to_string();
-    let progress = move |message: String| -> futures::future::BoxFuture<'static, ()> {
+    let revision_synced = cmp.desired.revision.clone();
+    // The objects' health as the sync sees it, kept across groups so that each write carries
+    // everything seen so far.
+    let live_resources = Arc::new(Mutex::new(status.resources.clone()));
+    let progress = move |report: sync::ProgressReport| -> futures::future::BoxFuture<'static, ()> {
         let apps = progress_apps.clone();
         let name = name.clone();
+        let mut body = json!({"status": {"operationState": {
+            "message": report.message,
+            "syncResult": {"resources": report.resources, "revision": revision_synced},
+        }}});
+        if !report.health.is_empty() {
+            let mut resources = lock(&live_resources);
+            for h in &report.health {
+                if let Some(r) = resources.iter_mut().find(|r| {
+                    r.group == h.group
+                        && r.kind == h.kind
+                        && r.namespace == h.namespace
+                        && r.name == h.name
+                }) {
+                    r.health = Some(appapi::HealthStatus {
+                        status: h.status.clone(),
+                        message: (!h.message.is_empty()).then(|| h.message.clone()),
+                    });
+                }
+            }
+            body["status"]["resources"] = json!(*resources);
+        }
         // Awaited by the executor, so a progress write never lands after the final status;
-        // it is informative, so a failed write is not an error. Only the message is written:
-        // the phase may have been set to Terminating by a person meanwhile.
+        // it is informative, so a failed write is not an error. The phase is not written: a
+        // person may have set it to Terminating meanwhile.
         Box::pin(async move {
-            let body = json!({"status": {"operationState": {"message": message}}});
             let _ = apps
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(body))
                 .await;

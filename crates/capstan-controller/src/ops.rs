@@ -73,7 +73,12 @@ pub fn operation_busy(app: &Application) -> bool {
             .status
             .as_ref()
             .and_then(|s| s.operation_state.as_ref())
-            .is_some_and(|s| s.phase == PHASE_RUNNING || s.phase == PHASE_TERMINATING)
+            .is_some_and(operation_busy_state)
+}
+
+/// Whether `state` is of an operation still running or being terminated.
+pub fn operation_busy_state(state: &capstan_api::application::OperationState) -> bool {
+    state.phase == PHASE_RUNNING || state.phase == PHASE_TERMINATING
 }
 
 /// Requests a sync initiated by `username`. Refused at once (as the controller would) when the
@@ -338,11 +343,7 @@ pub async fn wait(
             .health
             .as_ref()
             .is_some_and(|h| h.status == "Healthy");
-        let idle = app.operation.is_none()
-            && status
-                .operation_state
-                .as_ref()
-                .is_none_or(|s| s.phase != PHASE_RUNNING);
+        let idle = !operation_busy(&app);
         if (!what.synced || synced) && (!what.healthy || healthy) && (!what.operation || idle) {
             return Ok(app);
         }

@@ -95,10 +95,39 @@ fn stage_name(stage: Stage) -> &'static str {
     }
 }
 
-/// Progress callback: called with a message at the start of each group; the executor awaits
-/// the returned future before going on.
+/// Where a running sync is, reported to the [`Progress`] callback.
+#[derive(Debug, Clone, Default)]
+pub struct ProgressReport {
+    /// The current group, in words (`Sync wave 1 (2/3)`).
+    pub message: String,
+    /// What was done so far, per object.
+    pub resources: Vec<ResourceResult>,
+    /// Health of the objects the sync is waiting for, as last seen (empty when not waiting).
+    pub health: Vec<ObjectHealth>,
+}
+
+/// The health of one object, seen while waiting for its group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHealth {
+    /// API group.
+    pub group: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace (empty when cluster-scoped).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `Healthy`, `Progressing`, `Degraded`, `Missing`, … (`Healthy` for kinds without health).
+    pub status: String,
+    /// Details.
+    pub message: String,
+}
+
+/// Progress callback: called at the start of each group and, while a group is waited on, each
+/// time the health of its objects changes; the executor awaits the returned future before going
+/// on.
 pub type Progress<'a> =
-    &'a (dyn Fn(String) -> futures::future::BoxFuture<'static, ()> + Send + Sync);
+    &'a (dyn Fn(ProgressReport) -> futures::future::BoxFuture<'static, ()> + Send + Sync);
 
 /// Plans and executes a sync of `cmp` (desired vs live).
 pub async fn execute(
@@ -194,13 +223,18 @@ pub async fn execute(
         if req.stop.is_set() {
             return terminated(resources);
         }
-        progress(format!(
+        let message = format!(
             "{} wave {} ({}/{})",
             stage_name(*stage),
             wave,
             index + 1,
             groups.len()
-        ))
+        );
+        progress(ProgressReport {
+            message: message.clone(),
+            resources: resources.clone(),
+            health: Vec::new(),
+        })
         .await;
         let steps: Vec<&SyncStep> = the_plan
             .steps
@@ -238,8 +272,13 @@ pub async fn execute(
             .iter()
             .any(|(s, _)| *s != Stage::SyncFail);
         let has_hooks = to_wait.iter().any(|(_, _, _, hook)| *hook);
+        let report = ProgressReport {
+            message,
+            resources: resources.clone(),
+            health: Vec::new(),
+        };
         if (more || has_hooks)
-            && let Err(message) = wait_healthy(shared, &to_wait, &req.stop).await
+            && let Err(message) = wait_healthy(shared, &to_wait, &req.stop, report, progress).await
         {
             if req.stop.is_set() {
                 return terminated(resources);
@@ -568,32 +607,57 @@ async fn wait_cached(watched: &Watched, written: &DynamicObject) {
 
 /// Waits until every object of a group is Healthy (objects without health count as Healthy).
 /// Degraded fails at once; so does a failed hook.
-/// Gives up (with an error) as soon as `stop` is set.
+/// Gives up (with an error) as soon as `stop` is set. Reports the objects' health through
+/// `progress` when first seen and whenever it changes.
 async fn wait_healthy(
     shared: &Shared,
     objects: &[(Arc<Watched>, String, String, bool)],
     stop: &StopFlag,
+    mut report: ProgressReport,
+    progress: Progress<'_>,
 ) -> Result<(), String> {
     let deadline = Instant::now() + shared.config.wave_timeout;
+    let mut reported: Option<Vec<ObjectHealth>> = None;
     loop {
         if stop.is_set() {
             return Err(MESSAGE_TERMINATED.to_string());
         }
         let mut pending = None;
+        let mut degraded = None;
+        let mut seen = Vec::with_capacity(objects.len());
         for (watched, namespace, name, _) in objects {
+            let mut health = ObjectHealth {
+                group: watched.resource.group.clone(),
+                kind: watched.resource.kind.clone(),
+                namespace: namespace.clone(),
+                name: name.clone(),
+                status: Hs::Missing.to_string(),
+                message: String::new(),
+            };
             let Some(live) = watched.get(namespace, name) else {
                 pending = Some(format!(
                     "{} {namespace}/{name} is not there yet",
                     watched.resource.kind
                 ));
+                seen.push(health);
                 continue;
             };
             let value = watched.value(&live);
-            match shared.health.assess(&value) {
+            let assessed = shared.health.assess(&value);
+            health.status = assessed
+                .as_ref()
+                .map_or(Hs::Healthy, |h| h.status)
+                .to_string();
+            health.message = assessed
+                .as_ref()
+                .and_then(|h| h.message.clone())
+                .unwrap_or_default();
+            seen.push(health);
+            match assessed {
                 None => {}
                 Some(h) if h.status == Hs::Healthy => {}
                 Some(h) if h.status == Hs::Degraded => {
-                    return Err(format!(
+                    degraded.get_or_insert(format!(
                         "{} is Degraded{}",
                         describe(&value),
                         h.message.map(|m| format!(": {m}")).unwrap_or_default()
@@ -608,6 +672,14 @@ async fn wait_healthy(
                     ));
                 }
             }
+        }
+        if reported.as_ref() != Some(&seen) {
+            report.health = seen.clone();
+            progress(report.clone()).await;
+            reported = Some(seen);
+        }
+        if let Some(message) = degraded {
+            return Err(message);
         }
         match pending {
             None => return Ok(()),

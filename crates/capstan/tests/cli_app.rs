@@ -228,6 +228,87 @@ async fn install_server_and_app_commands_deploy_an_application() {
     let diff = capstan(&kubeconfig, &["app", "diff", "hello"]);
     assert_eq!(diff.status.code(), Some(0));
 
+    // A two-wave sync with --wait shows the phase, each wave, each object's result and the
+    // health of the wave it waits for, one line per change.
+    std::fs::create_dir_all(repo.join("layered")).unwrap();
+    std::fs::write(
+        repo.join("layered/web.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    capstan.dev/sync-wave: \"0\"\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: main\n        image: example.invalid/web:1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("layered/after.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    capstan.dev/sync-wave: \"1\"\ndata:\n  key: v\n",
+    )
+    .unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "layered"]);
+    ok(
+        capstan(
+            &kubeconfig,
+            &[
+                "app",
+                "create",
+                "layered",
+                "--repo",
+                &repo_url,
+                "--path",
+                "layered",
+                "--revision",
+                "main",
+                "--dest-namespace",
+                "demo",
+            ],
+        ),
+        "app create layered",
+    );
+    let progress = ok(
+        capstan(
+            &kubeconfig,
+            &["app", "sync", "layered", "--wait", "--timeout", "2m"],
+        ),
+        "app sync layered --wait",
+    );
+    let lines: Vec<&str> = progress.lines().map(str::trim).collect();
+    let position = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{progress}"))
+    };
+    let wave0 = position("operation Running: Sync wave 0 (1/2)");
+    let web = position("Synced       Deployment demo/web (Sync wave 0)");
+    let healthy = position("health       Deployment demo/web Healthy");
+    let wave1 = position("operation Running: Sync wave 1 (2/2)");
+    let after = position("Synced       ConfigMap demo/after (Sync wave 1)");
+    let done = position("operation Succeeded");
+    assert!(
+        wave0 < web && web < healthy && healthy < wave1,
+        "{progress}"
+    );
+    assert!(wave1 < after && after < done, "{progress}");
+    // One line per change: no line repeats.
+    let mut seen = std::collections::HashSet::new();
+    for l in &lines {
+        assert!(seen.insert(*l), "{l:?} printed twice:\n{progress}");
+    }
+    // app wait on a finished operation returns at once with the row.
+    let waited = ok(
+        capstan(
+            &kubeconfig,
+            &["app", "wait", "layered", "--health", "--timeout", "2m"],
+        ),
+        "app wait layered --health",
+    );
+    assert!(waited.contains("Healthy"), "{waited}");
+    // terminate-op with nothing running is refused (exit 2, the reason on stderr).
+    let refused = capstan(&kubeconfig, &["app", "terminate-op", "layered"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no operation to terminate"),
+        "{refused:?}"
+    );
+
     // The same process serves the HTTP API: log in with the password it printed, list.
     let http = reqwest::Client::new();
     let api = &announced.api;
@@ -258,8 +339,15 @@ async fn install_server_and_app_commands_deploy_an_application() {
         .json()
         .await
         .unwrap();
-    assert_eq!(page["total"], 1, "{page}");
-    assert_eq!(page["items"][0]["name"], "hello", "{page}");
+    assert_eq!(page["total"], 2, "{page}");
+    let mut names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["hello", "layered"], "{page}");
 
     // Its metrics listener shows the controller's sync and reconciles, without a session.
     let metrics = http

@@ -1,16 +1,19 @@
 //! `capstan app …`: Applications through the Kubernetes API, like kubectl (kubeconfig-based).
 //! Every verb is a request written onto the Application; the controller carries it out.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use capstan_api::application::{
-    Application, ApplicationDestination, ApplicationSource, ApplicationSpec, SyncOperation,
-    SyncPolicy, SyncPolicyAutomated,
+    Application, ApplicationDestination, ApplicationSource, ApplicationSpec, Operation,
+    PHASE_SUCCEEDED, SyncOperation, SyncOperationResource, SyncPolicy, SyncPolicyAutomated,
 };
 use capstan_controller::ops;
+use futures::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 /// Arguments of `capstan app`.
@@ -114,14 +117,26 @@ pub enum Verb {
         /// Plan and validate only.
         #[arg(long)]
         dry_run: bool,
-        /// Wait for the sync to finish, showing its progress.
+        /// Sync only this object, `GROUP:KIND:NAME` or `GROUP:KIND:NAMESPACE/NAME` (GROUP empty
+        /// for the core group, e.g. `:ConfigMap:settings`); repeatable. A selective sync runs no
+        /// hooks and is not recorded in the history.
+        #[arg(long = "resource", value_name = "GROUP:KIND:NAME", value_parser = parse_resource)]
+        resources: Vec<SyncOperationResource>,
+        /// Wait for the sync to finish, showing its progress (exit 0: Succeeded, 1: Failed or
+        /// Error, 2: timeout or error).
         #[arg(long)]
         wait: bool,
         /// Longest wait.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
     },
-    /// Wait until an Application is synced/healthy.
+    /// Terminate the running operation (a requested one not yet started is withdrawn).
+    TerminateOp {
+        /// Name.
+        name: String,
+    },
+    /// Wait until an Application is synced/healthy, showing progress (exit 0: done, 1: its
+    /// operation failed, 2: timeout or error).
     Wait {
         /// Name.
         name: String,
@@ -185,6 +200,10 @@ pub enum Verb {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     capstan_controller::parse_duration(s)
         .ok_or_else(|| format!("invalid duration {s:?} (expected e.g. 30s, 3m, 1h)"))
+}
+
+fn parse_resource(s: &str) -> Result<SyncOperationResource, String> {
+    SyncOperationResource::parse(s)
 }
 
 fn print_value<T: serde::Serialize>(value: &T, output: Output) -> anyhow::Result<()> {
@@ -395,24 +414,42 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             revision,
             prune,
             dry_run,
+            resources,
             wait,
             timeout,
         } => {
-            ops::request_sync(
+            let selected = resources.len();
+            let written = ops::request_sync(
                 &api,
                 &name,
                 SyncOperation {
                     revision,
                     prune,
                     dry_run,
+                    resources,
                     ..SyncOperation::default()
                 },
                 &ops::current_user(),
             )
             .await?;
-            println!("sync of {name} requested");
+            if selected > 0 {
+                println!("sync of {selected} selected resource(s) of {name} requested");
+            } else {
+                println!("sync of {name} requested");
+            }
             if wait {
-                return wait_operation(&api, &name, timeout).await;
+                return wait_operation(&api, &name, written.operation, timeout).await;
+            }
+            Ok(0)
+        }
+        Verb::TerminateOp { name } => {
+            match ops::terminate(&api, &name).await? {
+                ops::Terminated::Withdrawn => {
+                    println!("the requested operation of {name} was withdrawn before it started")
+                }
+                ops::Terminated::Terminating => println!(
+                    "the running operation of {name} is terminating; the controller stops it at its next step"
+                ),
             }
             Ok(0)
         }
@@ -422,14 +459,37 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             sync,
             timeout,
         } => {
-            let what = ops::WaitFor {
-                synced: sync || !health,
-                healthy: health,
-                operation: true,
-            };
-            let app = ops::wait(&api, &name, what, timeout).await?;
-            println!("{}", row(&app, false).join("  "));
-            Ok(0)
+            let synced = sync || !health;
+            ops::get(&api, &name).await?;
+            let mut display = Progress::default();
+            let mut failed = false;
+            let outcome = follow(&api, &name, timeout, |app| {
+                display.show(app);
+                let status = app.status.clone().unwrap_or_default();
+                let busy = ops::operation_busy(app);
+                // An operation seen running that ends Failed or Error fails the wait.
+                if display.saw_running && !busy {
+                    failed |= status
+                        .operation_state
+                        .as_ref()
+                        .is_some_and(|s| s.phase != PHASE_SUCCEEDED);
+                }
+                let sync_ok = !synced || status.sync.as_ref().is_some_and(|s| s.status == "Synced");
+                let health_ok = !health
+                    || status
+                        .health
+                        .as_ref()
+                        .is_some_and(|h| h.status == "Healthy");
+                if failed && !busy {
+                    return Some(1);
+                }
+                (sync_ok && health_ok && !busy).then(|| {
+                    println!("{}", row(app, false).join("  "));
+                    0
+                })
+            })
+            .await?;
+            Ok(outcome)
         }
         Verb::History { name, output } => {
             let app = ops::get(&api, &name).await?;
@@ -468,7 +528,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             println!(
                 "rollback of {name} to history entry {id} requested; the application will be locked"
             );
-            wait_operation(&api, &name, Duration::from_secs(300)).await
+            let expected = ops::get(&api, &name).await?.operation;
+            wait_operation(&api, &name, expected, Duration::from_secs(300)).await
         }
         Verb::Unlock { name } => {
             if ops::unlock(&api, &name, &ops::current_user()).await? {
@@ -528,46 +589,202 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     }
 }
 
-/// Waits for the requested operation to finish, printing each progress message once.
-async fn wait_operation(
+/// Watches the Application `name` (a kube watch, no polling), calling `step` with each version
+/// seen until it returns an exit code. At `timeout`, says so on stderr and returns 2.
+async fn follow(
     api: &Api<Application>,
     name: &str,
     timeout: Duration,
+    mut step: impl FnMut(&Application) -> Option<u8>,
 ) -> anyhow::Result<u8> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut last = String::new();
-    let mut picked_up = false;
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(watcher(api.clone(), config).default_backoff());
     loop {
-        let app = ops::get(api, name).await?;
-        let state = app.status.as_ref().and_then(|s| s.operation_state.clone());
-        if app.operation.is_none() {
-            picked_up = true;
-        }
-        if let Some(s) = &state {
-            let line = format!("{}: {}", s.phase, s.message);
-            if line != last {
-                println!("{line}");
-                last = line;
+        let event = match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => bail!("the watch of application {name} ended"),
+            Err(_) => {
+                let app = ops::get(api, name).await?;
+                let status = app.status.unwrap_or_default();
+                eprintln!(
+                    "error: timed out after {} waiting for application {name}: sync {}, health {}, operation {}",
+                    humantime(timeout),
+                    status.sync.map(|s| s.status).unwrap_or_else(|| "-".into()),
+                    status
+                        .health
+                        .map(|h| h.status)
+                        .unwrap_or_else(|| "-".into()),
+                    status
+                        .operation_state
+                        .map(|s| format!("{} ({})", s.phase, s.message))
+                        .unwrap_or_else(|| "-".into())
+                );
+                return Ok(2);
             }
-            if picked_up && s.phase != capstan_api::application::PHASE_RUNNING {
-                if let Some(result) = &s.sync_result {
-                    for r in &result.resources {
-                        println!(
-                            "  {:<10} {} {}/{} {}",
-                            r.status, r.kind, r.namespace, r.name, r.message
-                        );
-                    }
+        };
+        match event {
+            Ok(watcher::Event::Apply(app) | watcher::Event::InitApply(app)) => {
+                if let Some(code) = step(&app) {
+                    return Ok(code);
                 }
-                return Ok(if s.phase == capstan_api::application::PHASE_SUCCEEDED {
-                    0
-                } else {
-                    1
-                });
+            }
+            Ok(watcher::Event::Delete(_)) => bail!("application {name} was deleted"),
+            Ok(_) => {}
+            // The watcher re-establishes itself (with backoff); say why it is quiet.
+            Err(e) => tracing::debug!(error = %e, "watching application {name}"),
+        }
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// The progress display: one line per change (not a redraw), so that it reads well in CI logs.
+#[derive(Default)]
+struct Progress {
+    /// `phase: message` of the operation, as last printed.
+    operation: String,
+    /// Per object of the sync result: its result as last printed.
+    results: HashMap<String, String>,
+    /// Per object of the application: its health as last seen.
+    health: HashMap<String, String>,
+    /// `sync/health` of the application as last printed.
+    app: String,
+    /// Whether the operation was seen Running.
+    saw_running: bool,
+    /// Only changes are printed: the first version seen sets the baseline of health.
+    primed: bool,
+}
+
+fn object_name(kind: &str, namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        format!("{kind} {name}")
+    } else {
+        format!("{kind} {namespace}/{name}")
+    }
+}
+
+impl Progress {
+    /// Prints what changed in `app` since the last call.
+    fn show(&mut self, app: &Application) {
+        let status = app.status.clone().unwrap_or_default();
+        if let Some(state) = &status.operation_state {
+            if state.phase == capstan_api::application::PHASE_RUNNING {
+                self.saw_running = true;
+            }
+            for r in state
+                .sync_result
+                .as_ref()
+                .map(|r| r.resources.as_slice())
+                .unwrap_or_default()
+            {
+                let key = format!(
+                    "{}/{} {} {}",
+                    r.group,
+                    object_name(&r.kind, &r.namespace, &r.name),
+                    r.sync_phase,
+                    r.wave
+                );
+                let mut value = format!(
+                    "  {:<12} {} ({} wave {})",
+                    r.status,
+                    object_name(&r.kind, &r.namespace, &r.name),
+                    r.sync_phase,
+                    r.wave
+                );
+                if !r.message.is_empty() {
+                    value.push_str(&format!(": {}", r.message));
+                }
+                if self.results.get(&key) != Some(&value) {
+                    println!("{value}");
+                    self.results.insert(key, value);
+                }
+            }
+
+            // The operation line after the results: the final result arrives with the final phase.
+            let line = if state.message.is_empty() {
+                state.phase.clone()
+            } else {
+                format!("{}: {}", state.phase, state.message)
+            };
+            if line != self.operation {
+                println!("operation {line}");
+                self.operation = line;
             }
         }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting for the operation on {name}");
+        for r in &status.resources {
+            let Some(h) = &r.health else { continue };
+            let key = format!(
+                "{}/{}",
+                r.group,
+                object_name(&r.kind, &r.namespace, &r.name)
+            );
+            let value = match &h.message {
+                Some(m) if !m.is_empty() => format!("{}: {m}", h.status),
+                _ => h.status.clone(),
+            };
+            if self.health.get(&key) != Some(&value) {
+                if self.primed {
+                    println!(
+                        "  {:<12} {} {value}",
+                        "health",
+                        object_name(&r.kind, &r.namespace, &r.name)
+                    );
+                }
+                self.health.insert(key, value);
+            }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.primed = true;
+        let line = format!(
+            "application {}: sync {}, health {}",
+            app.name(),
+            status.sync.map(|s| s.status).unwrap_or_else(|| "-".into()),
+            status
+                .health
+                .map(|h| h.status)
+                .unwrap_or_else(|| "-".into())
+        );
+        if line != self.app {
+            println!("{line}");
+            self.app = line;
+        }
     }
+}
+
+/// Waits for the requested operation (`expected`, as written; any when `None`) to finish,
+/// printing its progress: phase and current wave, and per object its result and health as they
+/// change. Exit code 0 when it Succeeded, 1 when it Failed or ended in Error, 2 on timeout.
+async fn wait_operation(
+    api: &Api<Application>,
+    name: &str,
+    expected: Option<Operation>,
+    timeout: Duration,
+) -> anyhow::Result<u8> {
+    let mut display = Progress::default();
+    follow(api, name, timeout, |app| {
+        // The controller clears `operation` once it wrote the result: until then the state
+        // shown may be the previous operation's.
+        let state = app.status.as_ref().and_then(|s| s.operation_state.as_ref());
+        // While `operation` is still set, a finished state is the previous operation's.
+        let ours = state.is_some_and(|s| {
+            expected.as_ref().is_none_or(|e| &s.operation == e)
+                && (app.operation.is_none() || ops::operation_busy_state(s))
+        });
+        if ours {
+            display.show(app);
+        }
+        let state = state.filter(|_| ours && app.operation.is_none())?;
+        if ops::operation_busy(app) {
+            return None;
+        }
+        Some(if state.phase == PHASE_SUCCEEDED { 0 } else { 1 })
+    })
+    .await
 }
