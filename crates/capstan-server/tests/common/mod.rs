@@ -23,6 +23,10 @@ pub struct Env {
     pub http: reqwest::Client,
     pub admin_password: String,
     stop: Option<oneshot::Sender<()>>,
+    /// The controller whose manifests handle the server uses (never run: the tests play the
+    /// controller by writing status), and its cache directory.
+    _controller: capstan_controller::Controller,
+    _cache: tempfile::TempDir,
 }
 
 pub async fn install_crd(client: &kube::Client) {
@@ -96,10 +100,24 @@ impl Env {
                 .await
                 .expect("namespace");
         }
+        // The diff and desired manifests come from the controller's manifests handle; the
+        // controller itself is not run.
+        let cache = tempfile::tempdir().expect("cache dir");
+        let controller = capstan_controller::Controller::new(
+            client.clone(),
+            capstan_controller::Config {
+                cache_dir: cache.path().to_path_buf(),
+                ..capstan_controller::Config::default()
+            },
+        )
+        .expect("controller builds");
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             insecure_cookies: true,
+            controller: Some(capstan_controller::manifests::Handle::from(
+                controller.shared(),
+            )),
             ..Config::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
@@ -131,6 +149,8 @@ impl Env {
             http,
             admin_password,
             stop: Some(stop),
+            _controller: controller,
+            _cache: cache,
         };
         if watch {
             env.wait_ready().await;
