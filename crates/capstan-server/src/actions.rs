@@ -351,3 +351,50 @@ pub async fn audit(client: &kube::Client, app: &Application, reason: &str, messa
         tracing::error!(application = %format!("{ns}/{}", app.name()), reason, error = %e, "could not record the audit event");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selected_resources_are_argo_objects_or_the_cli_form_and_their_shape_is_checked() {
+        let req: SyncRequest = serde_json::from_value(json!({
+            "resources": [
+                {"group": "apps", "kind": "Deployment", "name": "web", "namespace": "demo"},
+                {"kind": "ConfigMap", "name": "settings"},
+                ":Service:demo/web",
+            ]
+        }))
+        .unwrap();
+        let resolved: Vec<SyncOperationResource> = req
+            .resources
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.resolve(i).unwrap())
+            .collect();
+        assert_eq!(resolved[0].to_string(), "apps:Deployment:demo/web");
+        assert_eq!(resolved[1].to_string(), ":ConfigMap:settings");
+        assert_eq!(resolved[2].to_string(), ":Service:demo/web");
+
+        for (bad, field) in [
+            (json!({"group": "apps", "kind": "", "name": "web"}), "kind"),
+            (json!({"kind": "ConfigMap", "name": " "}), "name"),
+            (json!("apps:Deployment"), "GROUP:KIND:NAME"),
+        ] {
+            let req: SyncRequest = serde_json::from_value(json!({"resources": [bad]})).unwrap();
+            let resource = req.resources.into_iter().next().unwrap();
+            let err = resource.resolve(0).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            let text = format!("{err:?}");
+            assert!(
+                text.contains("resources[0]") && text.contains(field),
+                "{text}"
+            );
+        }
+        // An object without kind or name is no resource at all.
+        assert!(
+            serde_json::from_value::<SyncRequest>(json!({"resources": [{"group": "apps"}]}))
+                .is_err()
+        );
+    }
+}
