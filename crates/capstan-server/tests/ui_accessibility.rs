@@ -339,8 +339,15 @@ async fn api_text_is_never_markup_readonly_has_no_actions_and_rate_limit_is_show
     s.type_text(&s.find("#password").await, "viewer-password-1")
         .await;
     s.click_css("#login-submit").await;
-    let row = s.find("tr[data-app='capstan/evil']").await;
-    assert!(s.text(&row).await.contains("<img src=x onerror="));
+    // The repository URL shows as text (read again if a live reload replaced the row).
+    s.wait_until("the evil row, its markup shown as text", async |s| {
+        let row = s.find_opt("tr[data-app='capstan/evil']").await?;
+        s.text(&row)
+            .await
+            .contains("<img src=x onerror=")
+            .then_some(())
+    })
+    .await;
     assert!(s.text(&s.find("#whoami").await).await.contains("read-only"));
     // The health badge says Degraded in words, not only in red.
     let health = s

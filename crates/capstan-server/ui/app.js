@@ -425,12 +425,16 @@ function listView() {
       if (gen !== generation) return; // a newer request superseded this one
       errBox.textContent = '';
       const items = itemsOf(data).map(summaryOf).filter(Boolean);
-      rows = new Map();
-      tbody.replaceChildren(...items.map((a) => {
-        const tr = appRow(a);
-        rows.set(`${a.namespace}/${a.name}`, tr);
-        return tr;
-      }));
+      // A reload that brings the same rows (the stream's `ready` after the first load, say)
+      // leaves them alone, so the keyboard focus and what a person is reading stay put.
+      rerender(tbody, JSON.stringify(items), () => {
+        rows = new Map();
+        tbody.replaceChildren(...items.map((a) => {
+          const tr = appRow(a);
+          rows.set(`${a.namespace}/${a.name}`, tr);
+          return tr;
+        }));
+      });
       const cont = (data && (data.continue || (data.metadata && data.metadata.continue))) || '';
       listState.pages.length = listState.page + 1;
       if (cont) listState.pages.push(cont);
@@ -488,7 +492,7 @@ function listView() {
       const key = `${t.namespace}/${t.name}`;
       const tr = rows.get(key);
       if (type === 'deleted' || (data && (data.type === 'deleted' || data.type === 'DELETED'))) {
-        if (tr) { tr.remove(); rows.delete(key); }
+        if (tr) { tr.remove(); rows.delete(key); tbody.dataset.renderKey = ''; }
         return;
       }
       if (tr) {
@@ -496,6 +500,7 @@ function listView() {
         // next page load, so a row never jumps away under the pointer).
         const fresh = appRow(t);
         tr.replaceWith(fresh);
+        tbody.dataset.renderKey = ''; // the rows no longer match the last page loaded
         rows.set(key, fresh);
       } else if (listState.page === 0 && rows.size < PAGE_SIZE && !refetchTimer) {
         // A short first page may have to show a new application: refetch once, debounced.
