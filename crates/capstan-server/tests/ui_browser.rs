@@ -478,3 +478,241 @@ async fn login_sync_rollback_lock_and_unlock_from_the_browser() {
     let _ = stop_tx.send(());
     server.wait().await;
 }
+
+/// The diff view: with auto-sync off, a commit that changes a ConfigMap's value makes the open
+/// Diff panel (following the event stream, no reload) list the ConfigMap as OutOfSync with its
+/// old value on a `-` line and the new one on a `+` line, marked by text as well as colour;
+/// the object's live and desired manifests show side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_panel_shows_a_new_commits_change_live() {
+    let Some(browser) = Browser::find_or_skip("diff_panel_shows_a_new_commits_change_live") else {
+        return;
+    };
+    let cluster = devcluster::DevCluster::start(devcluster::Config::default())
+        .await
+        .expect("devcluster starts");
+    let client = cluster.client();
+    capstan_controller::install_crd(&client).await.expect("CRD");
+    for ns in ["capstan", "demo"] {
+        let n: Namespace = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &n)
+            .await
+            .expect("namespace");
+    }
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let first = commit_release(&repo, "v1");
+
+    // Auto-sync off: a new commit is compared, never applied by itself.
+    let apps: Api<Application> = Api::namespaced(client.clone(), "capstan");
+    let mut web = Application::new("capstan", "web", spec(&repo, "app", false));
+    web.metadata.annotations = Some(
+        [(
+            capstan_api::annotations::REFRESH_INTERVAL.to_string(),
+            "1s".to_string(),
+        )]
+        .into(),
+    );
+    apps.create(&PostParams::default(), &web)
+        .await
+        .expect("create web");
+
+    // The controller, and the server answering the diff through the controller's handle.
+    let cache = tempfile::tempdir().unwrap();
+    let controller = capstan_controller::Controller::new(
+        client.clone(),
+        capstan_controller::Config {
+            reconcile_interval: Duration::from_secs(2),
+            wave_timeout: Duration::from_secs(60),
+            cache_dir: cache.path().to_path_buf(),
+            ..capstan_controller::Config::default()
+        },
+    )
+    .expect("controller");
+    let handle = capstan_controller::manifests::Handle::from(controller.shared());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = serve(
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            insecure_cookies: true,
+            controller: Some(handle),
+            ..Config::default()
+        },
+        client.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .await
+    .expect("API server starts");
+    let password = server
+        .initial_admin_password
+        .clone()
+        .expect("a fresh cluster gets a generated admin password");
+    let base = format!("http://{}", server.addr);
+    let controller = tokio::spawn(controller.run());
+
+    let driver = Driver::start(&browser).await;
+    let profile = tempfile::tempdir().unwrap();
+    let s = driver.session(&browser, profile.path(), (1400, 1600)).await;
+    let mut shots = Shots {
+        dir: artifacts_dir(),
+        n: 100,
+    };
+    s.goto(&format!("{base}/#/apps/capstan/web")).await;
+    s.type_text(&s.find("#username").await, "admin").await;
+    s.type_text(&s.find("#password").await, &password).await;
+    s.click_css("#login-submit").await;
+
+    // Deploy the first commit by hand, then open the Diff panel: nothing differs.
+    s.click_css("#sync-button").await;
+    wait_app(&apps, "the first commit Synced", |a| {
+        synced_revision(a) == first
+            && a.status
+                .as_ref()
+                .and_then(|s| s.sync.as_ref())
+                .is_some_and(|s| s.status == "Synced")
+    })
+    .await;
+    assert_eq!(release_in_cluster(&client).await.as_deref(), Some("v1"));
+    s.exec("window.__sameDocument = true; return true;", vec![])
+        .await;
+    s.wait_for(
+        "the page to show Synced at the first commit",
+        &format!(
+            "document.querySelector('#app-sync .badge').dataset.status === 'Synced' \
+             && document.querySelector('#synced-revision').dataset.revision === '{first}'"
+        ),
+    )
+    .await;
+    let toggle = s.find("#diff-toggle").await;
+    assert_eq!(
+        s.property(&toggle, "ariaExpanded").await,
+        Some(json!("false"))
+    );
+    // Keyboard: focus the toggle and press Enter, as a keyboard user opens it.
+    s.exec(
+        "document.querySelector('#diff-toggle').focus(); return true;",
+        vec![],
+    )
+    .await;
+    s.keys("\u{E007}").await;
+    s.wait_for(
+        "the open Diff panel to say nothing differs",
+        "document.querySelector('#diff-toggle').getAttribute('aria-expanded') === 'true' \
+         && document.querySelector('#diff-empty') \
+         && !document.querySelector('#diff-body').hidden",
+    )
+    .await;
+
+    // A new commit changes the ConfigMap's value: the open panel follows without a reload.
+    let second = commit_release(&repo, "v2");
+    wait_app(&apps, "the second commit compared, OutOfSync", |a| {
+        a.status
+            .as_ref()
+            .and_then(|s| s.sync.as_ref())
+            .is_some_and(|s| s.status == "OutOfSync" && s.revision == second)
+    })
+    .await;
+    let item = "#diff-list details[data-object='/ConfigMap/demo/web-settings']";
+    s.wait_for(
+        "the ConfigMap listed as OutOfSync in the Diff panel",
+        &format!(
+            "(() => {{ const d = document.querySelector(\"{item}\"); \
+               return d && d.querySelector('summary .badge[data-kind=sync]').dataset.status === 'OutOfSync' \
+                 && d.querySelector('summary').textContent.includes('demo/web-settings'); }})()"
+        ),
+    )
+    .await;
+    assert_eq!(
+        s.exec("return window.__sameDocument === true;", vec![])
+            .await,
+        json!(true)
+    );
+    // Unfold it with the keyboard (the summary is focusable, Enter toggles it).
+    s.exec(
+        &format!("document.querySelector(\"{item} summary\").focus(); return true;"),
+        vec![],
+    )
+    .await;
+    s.keys("\u{E007}").await;
+    let lines = s
+        .wait_for(
+            "the unfolded diff",
+            &format!(
+                "(() => {{ const d = document.querySelector(\"{item}\"); \
+                   return d && d.open && [...d.querySelectorAll('pre.diff span')] \
+                     .map(l => [l.className, l.textContent.replace(/\\n$/, '')]); }})()"
+            ),
+        )
+        .await;
+    let lines: Vec<(String, String)> = serde_json::from_value(lines).expect("line pairs");
+    let removed: Vec<&str> = lines
+        .iter()
+        .filter(|(c, _)| c == "del")
+        .map(|(_, t)| t.as_str())
+        .collect();
+    let added: Vec<&str> = lines
+        .iter()
+        .filter(|(c, _)| c == "add")
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert_eq!(removed, ["-  release: v1"], "{lines:?}");
+    assert_eq!(added, ["+  release: v2"], "{lines:?}");
+    // The added and removed lines look different (colour), besides their +/- text.
+    let colours = s
+        .exec(
+            &format!(
+                "const d = document.querySelector(\"{item}\"); \
+                 return [d.querySelector('pre.diff .add'), d.querySelector('pre.diff .del'), \
+                         d.querySelector('pre.diff .ctx, pre.diff .hdr')] \
+                   .map(e => getComputedStyle(e).backgroundColor + ' ' + getComputedStyle(e).color);"
+            ),
+            vec![],
+        )
+        .await;
+    let colours: Vec<String> = serde_json::from_value(colours).expect("colours");
+    assert!(
+        colours[0] != colours[1] && colours[0] != colours[2] && colours[1] != colours[2],
+        "{colours:?}"
+    );
+    shots.take(&s, "diff-configmap").await;
+
+    // The object's details: its live manifest (still v1) beside the desired one (v2).
+    s.click_css(&format!("{item} button.manifests-button"))
+        .await;
+    let sides = s
+        .wait_for(
+            "the live and desired manifests",
+            &format!(
+                "(() => {{ const p = document.querySelector(\"{item} .manifest-pair\"); \
+                   const m = p ? [...p.querySelectorAll('.manifest')] : []; \
+                   return m.length === 2 && m.every(x => x.querySelector('pre')) \
+                     && m.map(x => x.textContent); }})()"
+            ),
+        )
+        .await;
+    let sides: Vec<String> = serde_json::from_value(sides).expect("two texts");
+    assert!(
+        sides[0].starts_with("Live (cluster)") && sides[0].contains("\"release\": \"v1\""),
+        "{sides:?}"
+    );
+    assert!(
+        sides[1].starts_with("Desired (Git)") && sides[1].contains("\"release\": \"v2\""),
+        "{sides:?}"
+    );
+    shots.take(&s, "diff-manifests").await;
+    // Nothing was applied: auto-sync is off.
+    assert_eq!(release_in_cluster(&client).await.as_deref(), Some("v1"));
+
+    s.quit().await;
+    controller.abort();
+    let _ = stop_tx.send(());
+    server.wait().await;
+}

@@ -12,7 +12,7 @@ const PAGE_SIZE = 50;
 const HEALTH_ICONS = {
   Healthy: '✔', Progressing: '◔', Degraded: '✖', Suspended: '‖', Missing: '⚠', Unknown: '?',
 };
-const SYNC_ICONS = { Synced: '✔', OutOfSync: '≠', Unknown: '?' };
+const SYNC_ICONS = { Synced: '✔', OutOfSync: '≠', Missing: '⚠', Extraneous: '⊖', Unknown: '?' };
 const PHASE_ICONS = { Running: '◔', Succeeded: '✔', Failed: '✖', Error: '✖', Terminating: '■' };
 
 const state = {
@@ -547,7 +547,8 @@ function appView(ns, name) {
   const summary = h('section', { class: 'panel', 'aria-labelledby': 'h-summary' }, h('h2', { id: 'h-summary' }, 'Summary'));
   const syncPanel = h('section', { class: 'panel', 'aria-labelledby': 'h-sync' }, h('h2', { id: 'h-sync' }, 'Sync'));
   const treePanel = h('section', { class: 'panel', 'aria-labelledby': 'h-tree' }, h('h2', { id: 'h-tree' }, 'Resource tree'));
-  const diffPanel = h('section', { class: 'panel', 'aria-labelledby': 'h-diff' }, h('h2', { id: 'h-diff' }, 'Differences'));
+  const diff = diffView(base);
+  const diffPanel = diff.panel;
   const historyPanel = h('section', { class: 'panel', 'aria-labelledby': 'h-history' }, h('h2', { id: 'h-history' }, 'History'));
   const condPanel = h('section', { class: 'panel', 'aria-labelledby': 'h-cond' }, h('h2', { id: 'h-cond' }, 'Conditions'));
   const eventsPanel = h('section', { class: 'panel', 'aria-labelledby': 'h-events' }, h('h2', { id: 'h-events' }, 'Events'));
@@ -603,12 +604,11 @@ function appView(ns, name) {
     if (inflight) return inflight;
     inflight = (async () => {
       try {
-        const [a, tree, hist, evs, diff] = await Promise.all([
+        const [a, tree, hist, evs] = await Promise.all([
           api('GET', base),
           api('GET', `${base}/resource-tree`).catch((e) => ({ error: e })),
           api('GET', `${base}/history`).catch(() => null),
           api('GET', `${base}/events`).catch(() => null),
-          api('GET', `${base}/diff`).catch((e) => ({ error: e })),
         ]);
         if (disposed) return;
         app = a;
@@ -617,7 +617,7 @@ function appView(ns, name) {
         renderSummary();
         renderOperation();
         renderTree(tree);
-        renderDiff(diff);
+        diff.appChanged(a);
         renderHistory(hist);
         renderConditions();
         renderEvents(evs);
@@ -797,27 +797,6 @@ function appView(ns, name) {
     treePanel.replaceChildren(heading, h('div', { class: 'tree-wrap' }, svg), legend);
   }
 
-  function renderDiff(diff) {
-    const heading = diffPanel.firstChild;
-    if (diff && diff.error) {
-      const msg = diff.error.status === 404 || diff.error.status === 405
-        ? 'This server does not provide a diff.'
-        : `Diff unavailable: ${diff.error.message}`;
-      diffPanel.replaceChildren(heading, h('p', { class: 'muted' }, msg));
-      return;
-    }
-    const entries = diffEntries(diff);
-    if (!entries.length) {
-      diffPanel.replaceChildren(heading, h('p', { class: 'muted', id: 'diff-empty' }, 'No differences between Git and the cluster.'));
-      return;
-    }
-    diffPanel.replaceChildren(heading, ...entries.map((e) => h('details', {},
-      h('summary', {}, h('span', { class: 'mono' }, e.title)),
-      h('pre', { class: 'diff mono' }, ...e.text.split('\n').map((line) => h('span', {
-        class: line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : null,
-      }, `${line}\n`))))));
-  }
-
   function renderHistory(hist) {
     const items = hist ? itemsOf(hist, 'history') : [];
     const list = items.length ? items : ((app.status && app.status.history) || []);
@@ -895,7 +874,7 @@ function appView(ns, name) {
       if (!t && !mentions(data, ns, name)) return;
       schedule(150);
     },
-    dispose() { disposed = true; clearTimeout(timer); },
+    dispose() { disposed = true; clearTimeout(timer); diff.dispose(); },
   };
   refreshAll();
 }
@@ -907,19 +886,165 @@ function mentions(data, ns, name) {
   return data.namespace === ns && (data.name === name || data.appName === name);
 }
 
-/** Entries of the diff answer: `{title, text}` whatever the envelope. */
-function diffEntries(diff) {
-  if (!diff) return [];
-  if (typeof diff === 'string') return diff.trim() ? [{ title: 'Diff', text: diff }] : [];
-  const list = itemsOf(diff.items ? diff : (diff.resources || diff.diffs || diff.objects || diff));
-  return list.map((d) => {
-    const title = [d.group, d.kind, d.namespace, d.name].filter(Boolean).join(' / ') || 'object';
-    const text = typeof d.diff === 'string' ? d.diff
-      : typeof d.text === 'string' ? d.text
-        : typeof d.patch === 'string' ? d.patch
-          : JSON.stringify(d.diff ?? d, null, 2);
-    return { title, text };
-  }).filter((d) => d.text && d.text.trim());
+// ---------------------------------------------------------------------------------------------
+// Diff panel: the objects whose live state differs from Git, each with its unified diff
+// (`---` live, `+++` desired). Collapsed until opened, so an application page costs no diff
+// (a render of the source) unless someone asks; once open it follows the application: it
+// reloads when the application's sync state changes on the event stream.
+
+/** A stable key of one object of a diff answer. */
+function objectKey(o) {
+  return [o.group || '', o.kind || '', o.namespace || '', o.name || ''].join('/');
+}
+
+function diffView(base) {
+  const toggle = h('button', {
+    type: 'button', id: 'diff-toggle', 'aria-expanded': 'false', 'aria-controls': 'diff-body',
+  }, 'Show diff');
+  const status = h('p', { class: 'muted', id: 'diff-status', 'aria-live': 'polite' });
+  const errBox = h('p', { class: 'error', role: 'alert', id: 'diff-error' });
+  const list = h('div', { id: 'diff-list' });
+  const body = h('div', { id: 'diff-body', hidden: true },
+    h('p', { class: 'legend muted' }, 'Lines marked ', h('span', { class: 'mono' }, '-'),
+      ' are in the cluster (live) only; lines marked ', h('span', { class: 'mono' }, '+'),
+      ' are in Git (desired) only.'),
+    status, errBox, list);
+  const panel = h('section', { class: 'panel', id: 'diff-panel', 'aria-labelledby': 'h-diff' },
+    h('div', { class: 'row panel-head' }, h('h2', { id: 'h-diff' }, 'Diff'), toggle), body);
+
+  let open = false;
+  let disposed = false;
+  let loaded = null;      // the application state the shown diff was computed for
+  let wanted = null;      // the latest application state seen
+  let inflight = null;
+  let again = false;
+  const expanded = new Set();   // objects whose diff is unfolded, kept across reloads
+  const manifests = new Map();  // object key -> the manifests box shown for it
+
+  toggle.addEventListener('click', () => {
+    open = !open;
+    toggle.setAttribute('aria-expanded', String(open));
+    toggle.textContent = open ? 'Hide diff' : 'Show diff';
+    body.hidden = !open;
+    if (open) load();
+  });
+
+  /** The part of the application whose change can change the diff. */
+  function stateKey(app) {
+    const st = (app && app.status) || {};
+    return JSON.stringify([st.sync || null, st.resources || null, app && app.spec && app.spec.source]);
+  }
+
+  async function load() {
+    if (inflight) { again = true; return; }
+    const key = wanted;
+    status.textContent = list.childElementCount ? 'Refreshing…' : 'Loading…';
+    inflight = api('GET', `${base}/diff`).then((d) => ({ data: d }), (e) => ({ error: e }));
+    const answer = await inflight;
+    inflight = null;
+    if (disposed) return;
+    loaded = key;
+    if (answer.error) {
+      const e = answer.error;
+      status.textContent = '';
+      errBox.textContent = e.status === 404 || e.status === 405
+        ? 'This server does not provide a diff.'
+        : `Diff unavailable: ${e.message}`;
+      list.dataset.renderKey = '';
+      list.replaceChildren();
+    } else {
+      errBox.textContent = '';
+      render(answer.data || {});
+    }
+    if (again) { again = false; if (open) load(); }
+  }
+
+  function render(data) {
+    const items = Array.isArray(data.items) ? data.items : [];
+    const rev = data.revision ? ` at revision ${shortRev(data.revision)}` : '';
+    status.textContent = items.length
+      ? `${items.length} object${items.length === 1 ? '' : 's'} differ${items.length === 1 ? 's' : ''} from Git${rev}.`
+      : `No differences between Git and the cluster${rev}.`;
+    rerender(list, JSON.stringify(items), () => {
+      const present = new Set(items.map(objectKey));
+      for (const k of [...manifests.keys()]) if (!present.has(k)) manifests.delete(k);
+      list.replaceChildren(items.length
+        ? h('ul', { class: 'plain diff-items' }, items.map(diffItem))
+        : h('p', { class: 'muted', id: 'diff-empty' }, 'Every object is in sync.'));
+    });
+  }
+
+  function diffItem(o) {
+    const key = objectKey(o);
+    const where = o.namespace ? `${o.namespace}/${o.name}` : o.name;
+    const text = typeof o.unified === 'string' ? o.unified : '';
+    const pre = h('pre', { class: 'diff mono', tabindex: '0', 'aria-label': `Diff of ${o.kind} ${where}` },
+      text.split('\n').filter((line, i, all) => line || i < all.length - 1).map(diffLine));
+    const details = h('details', { 'data-object': key, open: expanded.has(key) },
+      h('summary', {},
+        h('span', { class: 'mono diff-kind' }, o.kind || '?'), ' ',
+        h('span', { class: 'mono diff-name' }, where), ' ',
+        badge('sync', o.status),
+        o.hook ? h('span', { class: 'badge st-None' }, 'hook') : null),
+      text ? pre : h('p', { class: 'muted' }, 'No textual difference (the object differs only in fields Capstan ignores).'));
+    details.addEventListener('toggle', () => {
+      if (details.open) expanded.add(key); else expanded.delete(key);
+    });
+    const show = h('button', {
+      type: 'button', class: 'manifests-button', 'data-focus-key': `manifests-${key}`,
+      'aria-label': `Show the live and desired manifests of ${o.kind} ${where}`,
+    }, 'Live and desired manifests');
+    const box = manifests.get(key) || h('div', { class: 'manifests' });
+    manifests.set(key, box);
+    show.addEventListener('click', () => loadManifests(o, box));
+    details.append(h('div', { class: 'row' }, show), box);
+    return h('li', {}, details);
+  }
+
+  function diffLine(line) {
+    // The +/- stays in the text, so the colour is never the only cue.
+    let cls = 'ctx';
+    if (line.startsWith('+++') || line.startsWith('---')) cls = 'hdr';
+    else if (line.startsWith('@@')) cls = 'hunk';
+    else if (line.startsWith('+')) cls = 'add';
+    else if (line.startsWith('-')) cls = 'del';
+    return h('span', { class: cls }, `${line}\n`);
+  }
+
+  async function loadManifests(o, box) {
+    const q = new URLSearchParams({
+      group: o.group || '', kind: o.kind || '', namespace: o.namespace || '', name: o.name || '',
+    });
+    box.replaceChildren(h('p', { class: 'muted' }, 'Loading manifests…'));
+    try {
+      const m = await api('GET', `${base}/manifests?${q}`);
+      box.replaceChildren(manifestPair(m && m.live, m && m.desired));
+    } catch (e) {
+      box.replaceChildren(h('p', { class: 'error' }, `Manifests unavailable: ${e.message}`));
+    }
+  }
+
+  return {
+    panel,
+    /** The application was (re)loaded: reload an open diff when its sync state changed. */
+    appChanged(app) {
+      wanted = stateKey(app);
+      if (open && wanted !== loaded) load();
+    },
+    dispose() { disposed = true; },
+  };
+}
+
+/** The live and desired manifests side by side (either may be absent). */
+function manifestPair(live, desired) {
+  const side = (title, obj, absent) => h('div', { class: 'manifest' },
+    h('h3', {}, title),
+    obj === null || obj === undefined
+      ? h('p', { class: 'muted' }, absent)
+      : h('pre', { class: 'mono', tabindex: '0', 'aria-label': title }, JSON.stringify(obj, null, 2)));
+  return h('div', { class: 'grid2 manifest-pair' },
+    side('Live (cluster)', live, 'Not in the cluster.'),
+    side('Desired (Git)', desired, 'No desired manifest: not rendered from Git (or not kept by this server).'));
 }
 
 // ---------------------------------------------------------------------------------------------
