@@ -206,7 +206,12 @@ pub fn document() -> Value {
             "Request a sync",
             Some(json!({"type": "object", "properties": {
         "revision": {"type": "string"}, "prune": {"type": "boolean"}, "dryRun": {"type": "boolean"},
-        "resources": {"type": "array", "items": {"type": "string"}, "description": "not supported yet: must be empty"}}})),
+        "resources": {"type": "array", "description": "selective sync: only these objects are applied (and pruned); no hooks run and no history entry is written, as in Argo CD",
+            "items": {"oneOf": [
+                {"type": "object", "required": ["kind", "name"], "properties": {
+                    "group": {"type": "string"}, "kind": {"type": "string"},
+                    "namespace": {"type": "string"}, "name": {"type": "string"}}},
+                {"type": "string", "description": "GROUP:KIND:NAME or GROUP:KIND:NAMESPACE/NAME"}]}}}})),
         ),
     );
     add(

@@ -35,6 +35,9 @@ enum Command {
     Install(cmd::install::Args),
     /// Measure Capstan end to end on the embedded cluster (e.g. `bench scale --apps 1000`).
     Bench(cmd::bench::Args),
+    /// Print the CLI or HTTP API reference in Markdown (the source of docs/cli.md, docs/http-api.md).
+    #[command(hide = true)]
+    Docs(cmd::docs::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
             Command::Repo(args) => cmd::repo::run(args).await,
             Command::Install(args) => cmd::install::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Docs(args) => cmd::docs::run(args).await,
         }
     });
     match result {

@@ -5,6 +5,7 @@ pub mod app_diff;
 pub mod bench;
 pub mod devcluster;
 pub mod diff;
+pub mod docs;
 pub mod health;
 pub mod install;
 pub mod render;
