@@ -68,13 +68,15 @@ pub fn is_hook(obj: &Value) -> bool {
 }
 
 /// Resolves, materializes and renders `source` at `revision` (the source's own targetRevision
-/// when `None`). Blocking work runs on the blocking pool.
+/// when `None`), content with Git as seen by a ref listing begun at or after `since`
+/// ([`capstan_source::RepoCache::resolve_since`]). Blocking work runs on the blocking pool.
 pub async fn render(
     shared: &Shared,
     app: &Application,
     source: &ApplicationSource,
     revision: Option<&str>,
     hard: bool,
+    since: std::time::Instant,
 ) -> Result<Desired, String> {
     let url = RepoUrl::parse(&source.repo_url)
         .map_err(|e| format!("spec.source.repoURL {:?}: {e}", source.repo_url))?;
@@ -112,7 +114,7 @@ pub async fn render(
     let joined = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         let resolved = repos
-            .resolve(&url, &creds, &rev)
+            .resolve_since(&url, &creds, &rev, since)
             .map_err(|e| format!("cannot resolve revision {rev:?}: {e}"))?;
         let tree = repos
             .materialize(&url, &resolved.commit)

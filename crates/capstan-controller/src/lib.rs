@@ -111,7 +111,16 @@ pub struct Shared {
     pub creds: creds::CredStore,
     dirty: Arc<Mutex<HashSet<AppKey>>>,
     memo: Mutex<HashMap<AppKey, Memo>>,
+    /// When the Application watch first showed each pending `capstan.dev/refresh` annotation:
+    /// a normal refresh is content with Git as seen by a ref listing begun after that moment.
+    refresh_seen: Mutex<HashMap<AppKey, Instant>>,
 }
+
+/// How long a ref listing of a repository serves the comparisons that nothing in particular
+/// asked for (the periodic refresh, a watched object's change). Explicit requests (a refresh
+/// annotation, a webhook, a spec change, an operation) are never served older answers than
+/// the request.
+const RECENT_CHECK: Duration = Duration::from_secs(2);
 
 /// What the last reconcile of an application saw, to skip work when nothing changed.
 #[derive(Clone)]
@@ -119,6 +128,9 @@ struct Memo {
     fingerprint: String,
     compared_at: Instant,
     last_self_heal: Option<Instant>,
+    /// The resourceVersion our last write to the Application returned: a watch copy older than
+    /// it lags behind our own write and is read again.
+    written: Option<String>,
 }
 
 /// The controller.
@@ -189,6 +201,7 @@ impl Controller {
             health: HealthChecker::new(),
             dirty,
             memo: Mutex::new(HashMap::new()),
+            refresh_seen: Mutex::new(HashMap::new()),
         };
         Ok(Controller {
             shared: Arc::new(shared),
@@ -217,7 +230,28 @@ impl Controller {
         let config = kube::runtime::controller::Config::default()
             .concurrency(shared.config.concurrency)
             .debounce(Duration::from_millis(50));
-        KubeController::new(apps, watcher::Config::default())
+        // The Application watch, with a look at each event to note when a refresh annotation
+        // first appeared (see `refresh_seen`).
+        let (reader, writer) = kube::runtime::reflector::store();
+        let seen = Arc::clone(&shared);
+        let stream = kube::runtime::reflector(
+            writer,
+            watcher(apps, watcher::Config::default()).default_backoff(),
+        )
+        .applied_objects()
+        .map(move |event| {
+            if let Ok(app) = &event {
+                let key: AppKey = (app.namespace().to_string(), app.name().to_string());
+                let mut map = lock(&seen.refresh_seen);
+                if app.annotation(ann::REFRESH).is_some() {
+                    map.entry(key).or_insert_with(Instant::now);
+                } else {
+                    map.remove(&key);
+                }
+            }
+            event
+        });
+        KubeController::for_stream(stream, reader)
             .with_config(config)
             .reconcile_on(triggers)
             .run(reconcile_entry, error_policy, shared)
@@ -317,43 +351,73 @@ async fn reconcile_entry(
         )));
     }
     let started = Instant::now();
-    let last_self_heal = memo.and_then(|m| m.last_self_heal);
-    let result = reconcile_changed(&shared, &app, key, interval, fp, due, last_self_heal).await;
+    let since = match app.annotation(ann::REFRESH) {
+        Some("hard") => started,
+        Some(_) => lock(&shared.refresh_seen)
+            .get(&key)
+            .copied()
+            .unwrap_or(started),
+        None if !changed => started.checked_sub(RECENT_CHECK).unwrap_or(started),
+        None => started,
+    };
+    let last_self_heal = memo.as_ref().and_then(|m| m.last_self_heal);
+    let written = memo.and_then(|m| m.written);
+    let result = reconcile_changed(
+        &shared,
+        &app,
+        key,
+        interval,
+        fp,
+        Freshness { due, since },
+        last_self_heal,
+        written,
+    )
+    .await;
     shared.config.recorder.reconcile_finished(started.elapsed());
     result
 }
 
 /// The part of [`reconcile_entry`] that does work (and is measured).
+#[allow(clippy::too_many_arguments)]
 async fn reconcile_changed(
     shared: &Arc<Shared>,
-    app: &Application,
+    app: &Arc<Application>,
     key: AppKey,
     interval: Duration,
     fp: String,
-    due: bool,
+    fresh: Freshness,
     last_self_heal: Option<Instant>,
+    written: Option<String>,
 ) -> Result<Action, ControllerError> {
-    // The watch's copy may lag behind our own last status write; decisions about operations and
-    // history are made on the current object.
-    let apps: Api<Application> = Api::namespaced(shared.client.clone(), app.namespace());
-    let Some(app) = apps
-        .get_opt(app.name())
-        .await
-        .map_err(|e| ControllerError::kube(format!("reading application {}", app.name()), e))?
-    else {
-        lock(&shared.memo).remove(&key);
-        return Ok(Action::await_change());
+    // The watch's copy may lag behind our own last write; decisions about operations and
+    // history are made on a copy that includes it, read again only when the watch's is older.
+    let current;
+    let app: &Application = match &written {
+        Some(rv) if !includes_write(app.metadata.resource_version.as_deref(), rv) => {
+            let apps: Api<Application> = Api::namespaced(shared.client.clone(), app.namespace());
+            let Some(read) = apps.get_opt(app.name()).await.map_err(|e| {
+                ControllerError::kube(format!("reading application {}", app.name()), e)
+            })?
+            else {
+                lock(&shared.memo).remove(&key);
+                return Ok(Action::await_change());
+            };
+            current = read;
+            &current
+        }
+        _ => app,
     };
     if app.metadata.deletion_timestamp.is_some() {
-        return finalize(shared, &app).await;
+        return finalize(shared, app).await;
     }
-    let outcome = reconcile(shared, &app, due, last_self_heal).await?;
+    let outcome = reconcile(shared, app, fresh, last_self_heal).await?;
     lock(&shared.memo).insert(
         key.clone(),
         Memo {
             fingerprint: outcome.fingerprint.unwrap_or(fp),
             compared_at: Instant::now(),
             last_self_heal: outcome.self_healed_at.or(last_self_heal),
+            written: outcome.written.or(written),
         },
     );
     Ok(Action::requeue(with_jitter(
@@ -362,10 +426,36 @@ async fn reconcile_changed(
     )))
 }
 
+/// Whether `seen` (a watch copy's resourceVersion) includes the write that returned `written`.
+/// resourceVersions are opaque to clients in general, but the API server (etcd's revision) and
+/// the embedded cluster hand out increasing integers; anything else is only trusted when equal,
+/// and then the object is read again.
+fn includes_write(seen: Option<&str>, written: &str) -> bool {
+    match seen {
+        Some(seen) if seen == written => true,
+        Some(seen) => matches!(
+            (seen.parse::<u64>(), written.parse::<u64>()),
+            (Ok(a), Ok(b)) if a >= b
+        ),
+        None => false,
+    }
+}
+
+/// What a reconcile was asked for.
+#[derive(Clone, Copy)]
+struct Freshness {
+    /// The refresh interval has passed: `reconciledAt` is written even if nothing changed.
+    due: bool,
+    /// Git as seen by a ref listing begun at or after this moment is recent enough.
+    since: Instant,
+}
+
 struct Outcome {
     requeue: Option<Duration>,
     fingerprint: Option<String>,
     self_healed_at: Option<Instant>,
+    /// The resourceVersion returned by the last write to the Application.
+    written: Option<String>,
 }
 
 fn condition(type_: &str, message: String, previous: &ApplicationStatus) -> ApplicationCondition {
@@ -386,9 +476,10 @@ fn condition(type_: &str, message: String, previous: &ApplicationStatus) -> Appl
 async fn reconcile(
     shared: &Shared,
     app: &Application,
-    due: bool,
+    fresh: Freshness,
     last_self_heal: Option<Instant>,
 ) -> Result<Outcome, ControllerError> {
+    let Freshness { due, since } = fresh;
     let apps: Api<Application> = Api::namespaced(shared.client.clone(), app.namespace());
     let refresh = app.annotation(ann::REFRESH).map(str::to_string);
     let hard = refresh.as_deref() == Some("hard");
@@ -398,10 +489,11 @@ async fn reconcile(
         requeue: None,
         fingerprint: None,
         self_healed_at: None,
+        written: None,
     };
 
     // The comparison against the spec's source and revision.
-    let compared = compare_app(shared, app, &app.spec.source, None, hard).await;
+    let compared = compare_app(shared, app, &app.spec.source, None, hard, since).await;
     status.conditions.retain(|c| c.type_ == "SyncError");
     let mut comparison = None;
     match compared {
@@ -591,7 +683,7 @@ async fn reconcile(
 
     if ran_operation {
         // Compare again so that the status shows the state after the sync.
-        if let Ok((cmp, _)) = compare_app(shared, app, &app.spec.source, None, false).await {
+        if let Ok((cmp, _)) = compare_app(shared, app, &app.spec.source, None, false, since).await {
             status.sync = Some(SyncStatus {
                 status: cmp.sync_status.to_string(),
                 revision: cmp.desired.revision.clone(),
@@ -624,7 +716,7 @@ async fn reconcile(
     }
     if old != new || due || refresh.is_some() || previous.reconciled_at.is_none() {
         status.reconciled_at = Some(now_rfc3339());
-        write_status(&apps, app.name(), &previous, &status).await?;
+        outcome.written = write_status(&apps, app.name(), &previous, &status).await?;
     }
     if clear_operation {
         // A controller stopped right before this finds the result recorded for the same
@@ -636,8 +728,9 @@ async fn reconcile(
                 &Patch::Merge(json!({ "operation": null })),
             )
             .await;
-        if let Err(e) = cleared {
-            tracing::warn!(app = app.name(), error = %e, "cannot clear the operation");
+        match cleared {
+            Ok(a) => outcome.written = a.metadata.resource_version,
+            Err(e) => tracing::warn!(app = app.name(), error = %e, "cannot clear the operation"),
         }
     }
     if refresh.is_some() {
@@ -648,8 +741,11 @@ async fn reconcile(
                 &Patch::Merge(json!({"metadata": {"annotations": {ann::REFRESH: null}}})),
             )
             .await;
-        if let Err(e) = removed {
-            tracing::warn!(app = app.name(), error = %e, "cannot remove the refresh annotation");
+        match removed {
+            Ok(a) => outcome.written = a.metadata.resource_version,
+            Err(e) => {
+                tracing::warn!(app = app.name(), error = %e, "cannot remove the refresh annotation")
+            }
         }
         if outcome.fingerprint.is_none() {
             let mut after = app.clone();
@@ -663,12 +759,13 @@ async fn reconcile(
 }
 
 /// Writes `status` with a merge patch; fields present before and absent now are nulled.
+/// Returns the Application's new resourceVersion.
 async fn write_status(
     apps: &Api<Application>,
     name: &str,
     previous: &ApplicationStatus,
     status: &ApplicationStatus,
-) -> Result<(), ControllerError> {
+) -> Result<Option<String>, ControllerError> {
     let mut body = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
     if let (Some(old), Some(new)) = (
         serde_json::to_value(previous)
@@ -683,14 +780,17 @@ async fn write_status(
             }
         }
     }
-    apps.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": body })),
-    )
-    .await
-    .map_err(|e| ControllerError::kube(format!("writing the status of application {name}"), e))?;
-    Ok(())
+    let written = apps
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": body })),
+        )
+        .await
+        .map_err(|e| {
+            ControllerError::kube(format!("writing the status of application {name}"), e)
+        })?;
+    Ok(written.metadata.resource_version)
 }
 
 async fn compare_app(
@@ -699,6 +799,7 @@ async fn compare_app(
     source: &capstan_api::application::ApplicationSource,
     revision: Option<&str>,
     hard: bool,
+    since: Instant,
 ) -> Result<(Comparison, Vec<Arc<live::Watched>>), String> {
     let dest = &app.spec.destination;
     let in_cluster = match (&dest.server, &dest.name) {
@@ -717,7 +818,7 @@ async fn compare_app(
             appapi::IN_CLUSTER_NAME
         ));
     }
-    let mut desired: Desired = compare::render(shared, app, source, revision, hard).await?;
+    let mut desired: Desired = compare::render(shared, app, source, revision, hard, since).await?;
     let kinds = compare::prepare_kinds(shared, app, &mut desired).await?;
     let cmp = compare::compare(shared, app, desired, &kinds)?;
     Ok((cmp, kinds))
@@ -782,7 +883,15 @@ async fn execute_operation(
         state.finished_at = Some(now_rfc3339());
     };
 
-    let compared = compare_app(shared, app, &source, revision.as_deref(), false).await;
+    let compared = compare_app(
+        shared,
+        app,
+        &source,
+        revision.as_deref(),
+        false,
+        Instant::now(),
+    )
+    .await;
     let (cmp, kinds) = match compared {
         Ok(c) => c,
         Err(message) => {

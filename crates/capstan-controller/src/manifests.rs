@@ -232,9 +232,16 @@ async fn desired_and_kinds(
         ));
     }
     let revision = revision.filter(|r| !r.is_empty());
-    let mut desired = compare::render(shared, app, &app.spec.source, revision, false)
-        .await
-        .map_err(|m| failure(app, m))?;
+    let mut desired = compare::render(
+        shared,
+        app,
+        &app.spec.source,
+        revision,
+        false,
+        std::time::Instant::now(),
+    )
+    .await
+    .map_err(|m| failure(app, m))?;
     let kinds = compare::prepare_kinds(shared, app, &mut desired)
         .await
         .map_err(|m| failure(app, m))?;

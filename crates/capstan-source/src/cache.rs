@@ -110,8 +110,15 @@ struct Slot {
 struct RefreshState {
     /// The refs the remote advertised at the last successful check.
     advertised: Option<Advertised>,
-    /// When the last successful check finished, and with which credentials (memory only).
-    last_check: Option<(Instant, Credentials)>,
+    /// The last successful check: when it began asking the remote, when it finished, and with
+    /// which credentials (memory only).
+    last_check: Option<LastCheck>,
+}
+
+struct LastCheck {
+    started: Instant,
+    done: Instant,
+    creds: Credentials,
 }
 
 /// The cache of repositories and materialized trees. `Send + Sync`: share one per process in an
@@ -206,6 +213,23 @@ impl RepoCache {
         creds: &Credentials,
         revision: &str,
     ) -> Result<Resolved, SourceError> {
+        self.resolve_since(url, creds, revision, Instant::now())
+    }
+
+    /// [`RepoCache::resolve`], but content with the remote's refs as seen by a check that
+    /// began at or after `since`: a caller that only needs Git "as of" a moment (the moment a
+    /// refresh was asked for, or a second ago for a periodic comparison) passes it, and the
+    /// remote is asked again only when no such check was made. This is what spares a
+    /// repository holding many applications one ref listing (for `file://`, one
+    /// `git-upload-pack` process) per application per refresh. A `since` in the future or
+    /// `Instant::now()` behaves exactly as [`RepoCache::resolve`].
+    pub fn resolve_since(
+        &self,
+        url: &RepoUrl,
+        creds: &Credentials,
+        revision: &str,
+        since: Instant,
+    ) -> Result<Resolved, SourceError> {
         let entered = Instant::now();
         let slot = self.slot(url)?;
         let repo = slot.repo.to_thread_local();
@@ -228,9 +252,12 @@ impl RepoCache {
         let (advertised, fetched) = {
             let mut state = lock(&slot.state);
             let coalesced = match (&state.last_check, &state.advertised) {
-                // A check with the same credentials finished after this call began: it saw the
-                // remote at a moment during this call, so its answer is as fresh as our own.
-                (Some((done, used)), Some(adv)) if *done >= entered && used == creds => {
+                // A check with the same credentials finished after this call began (it saw the
+                // remote at a moment during this call, so its answer is as fresh as our own),
+                // or began no earlier than the caller asked for.
+                (Some(last), Some(adv))
+                    if (last.done >= entered || last.started >= since) && last.creds == *creds =>
+                {
                     Some(adv.clone())
                 }
                 _ => None,
@@ -495,6 +522,7 @@ impl RepoCache {
         creds: &Credentials,
         state: &mut RefreshState,
     ) -> Result<bool, SourceError> {
+        let started = Instant::now();
         let fetch_err = |message: String| SourceError::Fetch {
             url: url_display.to_owned(),
             message,
@@ -671,7 +699,11 @@ impl RepoCache {
         let all_present = advertised.objects().all(|id| repo.has_object(*id));
         if unchanged && all_present {
             drop(prepare);
-            state.last_check = Some((Instant::now(), creds.clone()));
+            state.last_check = Some(LastCheck {
+                started,
+                done: Instant::now(),
+                creds: creds.clone(),
+            });
             return Ok(false);
         }
         self.fetches.fetch_add(1, Ordering::Relaxed);
@@ -688,7 +720,11 @@ impl RepoCache {
         }
         tracing::debug!(url = %url_display, fetched, refs = advertised.refs.len(), "repository refreshed");
         state.advertised = Some(advertised);
-        state.last_check = Some((Instant::now(), creds.clone()));
+        state.last_check = Some(LastCheck {
+            started,
+            done: Instant::now(),
+            creds: creds.clone(),
+        });
         Ok(fetched)
     }
 }

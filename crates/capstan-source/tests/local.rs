@@ -160,6 +160,42 @@ fn unchanged_repository_is_not_fetched_again_and_a_new_commit_is() {
 }
 
 #[test]
+fn a_check_begun_since_the_given_moment_is_reused_and_an_older_one_is_not() {
+    let f = fixture();
+    let asked = std::time::Instant::now();
+    let first = f.cache.resolve(&f.url, &Credentials::None, "main").unwrap();
+    let checks = f.cache.stats().remote_checks;
+
+    // A commit lands after the check: callers content with Git as of `asked` get the refs that
+    // check saw, without asking the remote again, for any revision.
+    let c5 = f.repo.commit(&[("app/new.yaml", "kind: Secret\n")], "c5");
+    let reused = f
+        .cache
+        .resolve_since(&f.url, &Credentials::None, "main", asked)
+        .unwrap();
+    assert_eq!(reused.commit, first.commit);
+    let tag = f
+        .cache
+        .resolve_since(&f.url, &Credentials::None, "v1.2.0", asked)
+        .unwrap();
+    assert_eq!(tag.commit, f.c["c2"]);
+    assert_eq!(f.cache.stats().remote_checks, checks, "no new ref listing");
+
+    // A caller asking for Git as of now gets the new commit.
+    let now = f
+        .cache
+        .resolve_since(
+            &f.url,
+            &Credentials::None,
+            "main",
+            std::time::Instant::now(),
+        )
+        .unwrap();
+    assert_eq!(now.commit, c5);
+    assert_eq!(f.cache.stats().remote_checks, checks + 1);
+}
+
+#[test]
 fn a_known_commit_id_needs_no_network() {
     let f = fixture();
     f.cache.resolve(&f.url, &Credentials::None, "main").unwrap();
