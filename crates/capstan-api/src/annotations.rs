@@ -41,6 +41,13 @@ pub const ARGOCD_IGNORE_HEALTHCHECK: &str = "argocd.argoproj.io/ignore-healthche
 pub const REFRESH_INTERVAL: &str = "capstan.dev/refresh-interval";
 /// Set to `normal` or `hard` to ask the controller for an immediate refresh.
 pub const REFRESH: &str = "capstan.dev/refresh";
+/// On an Application: the paths (`;`-separated; relative to `spec.source.path`, or from the
+/// repository root with a leading `/`; `.` is the application's path) whose changes concern it.
+/// A push webhook that lists its changed files refreshes the application only when one of them
+/// lies under one of these paths. Without the annotation every push of the followed ref does.
+pub const MANIFEST_GENERATE_PATHS: &str = "capstan.dev/manifest-generate-paths";
+/// Argo CD's spelling of [`MANIFEST_GENERATE_PATHS`].
+pub const ARGOCD_MANIFEST_GENERATE_PATHS: &str = "argocd.argoproj.io/manifest-generate-paths";
 
 /// The field manager Capstan applies with (server-side apply).
 pub const FIELD_MANAGER: &str = "capstan";

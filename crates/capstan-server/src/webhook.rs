@@ -17,6 +17,10 @@
 //! [`normalize_repo_url`]) and its `targetRevision` follows the pushed ref (see
 //! [`revision_matches`]). Refreshing is the `capstan.dev/refresh: normal` annotation the
 //! controller already reacts to, audited with a `WebhookRefresh` Event on the application.
+//! An application annotated `capstan.dev/manifest-generate-paths` (or Argo CD's
+//! `argocd.argoproj.io/manifest-generate-paths`) is refreshed only when the push's commits
+//! list a changed file under one of its paths (see [`paths_match`]). The matching
+//! applications are refreshed a bounded number at a time, not one after another.
 
 use crate::AppState;
 use crate::cache::Filter;
@@ -28,10 +32,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use capstan_api::annotations as ann;
 use capstan_api::application::Application;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+/// Refresh requests (annotation patch and audit Event) a delivery has in flight at once.
+const REFRESH_CONCURRENCY: usize = 16;
 
 /// Default name of the Secret holding the webhook secrets (in the controller's namespace).
 pub const DEFAULT_SECRET_NAME: &str = "capstan-webhook";
@@ -229,6 +237,9 @@ pub struct Push {
     pub default_branch: Option<String>,
     /// The ref as sent (`refs/heads/main`).
     pub full_ref: String,
+    /// The files the push's commits added, modified or removed (paths from the repository
+    /// root), or `None` when the payload lists none (a tag push, a payload without commits).
+    pub changed_files: Option<Vec<String>>,
 }
 
 /// A verified delivery, understood.
@@ -308,7 +319,72 @@ pub fn parse(provider: Provider, event: &str, body: &[u8]) -> Result<Delivery, W
         pushed,
         default_branch,
         full_ref,
+        changed_files: changed_files(&payload),
     }))
+}
+
+/// The files listed by the payload's `commits[].added/modified/removed` (the same fields for
+/// GitHub, GitLab and Gitea), deduplicated; `None` when no commit lists any file, since then
+/// the payload says nothing about what changed.
+fn changed_files(payload: &Value) -> Option<Vec<String>> {
+    let mut files = std::collections::BTreeSet::new();
+    for commit in payload["commits"].as_array().into_iter().flatten() {
+        for field in ["added", "modified", "removed"] {
+            for file in commit[field].as_array().into_iter().flatten() {
+                if let Some(f) = file.as_str().filter(|f| !f.is_empty()) {
+                    files.insert(f.trim_start_matches('/').to_string());
+                }
+            }
+        }
+    }
+    (!files.is_empty()).then(|| files.into_iter().collect())
+}
+
+/// Whether a push that changed `changed` concerns an application at `app_path` whose
+/// manifest-generate-paths annotation is `annotation` (see
+/// [`ann::MANIFEST_GENERATE_PATHS`]): a changed file equal to or under one of the listed paths.
+/// Without the annotation, or without a list of changed files, every push concerns it.
+pub fn paths_match(annotation: Option<&str>, app_path: &str, changed: Option<&[String]>) -> bool {
+    let (Some(annotation), Some(changed)) = (annotation, changed) else {
+        return true;
+    };
+    let mut any_path = false;
+    for item in annotation
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        any_path = true;
+        let joined = match item.strip_prefix('/') {
+            Some(absolute) => absolute.to_string(),
+            None => format!("{app_path}/{item}"),
+        };
+        let dir = normalize_path(&joined);
+        if changed.iter().any(|f| {
+            let f = normalize_path(f);
+            dir.is_empty() || f == dir || f.starts_with(&format!("{dir}/"))
+        }) {
+            return true;
+        }
+    }
+    // An annotation naming no path at all limits nothing.
+    !any_path
+}
+
+/// `a/./b/../c/` → `a/c`: the repository-relative form of a path (`..` above the root stops
+/// at the root).
+fn normalize_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
 }
 
 /// A repository URL reduced to `host/path`, lower case, without scheme, user, port, trailing
@@ -549,35 +625,68 @@ async fn deliver(
         .filter(|a| pushed.contains(&normalize_repo_url(&a.repo_url)))
         .filter(|a| revision_matches(&a.target_revision, &push))
         .collect();
+    // A push limited to some paths refreshes only the applications whose
+    // manifest-generate-paths those paths touch.
+    let changed = push.changed_files.as_deref();
+    let matching: Vec<_> = matching
+        .into_iter()
+        .filter_map(|a| {
+            let app = state.cache.get(&a.namespace, &a.name);
+            let annotations = app.as_ref().and_then(|x| x.metadata.annotations.as_ref());
+            let limit = annotations.and_then(|m| {
+                m.get(ann::MANIFEST_GENERATE_PATHS)
+                    .or_else(|| m.get(ann::ARGOCD_MANIFEST_GENERATE_PATHS))
+            });
+            let path = app.as_ref().map_or("", |x| x.spec.source.path.as_str());
+            paths_match(limit.map(String::as_str), path, changed).then(|| {
+                let current = annotations.and_then(|m| m.get(ann::REFRESH).cloned());
+                (a.namespace.clone(), a.name.clone(), current)
+            })
+        })
+        .collect();
+    let message = format!(
+        "{} webhook: push to {} of {}",
+        provider.key(),
+        push.full_ref,
+        push.repo_urls[0]
+    );
+    // Refreshes are independent requests to the API server: a bounded number at once, so a
+    // push to a repository of many applications is not one round trip after another.
+    let results: Vec<_> = futures::stream::iter(matching)
+        .map(|(ns, name, current)| {
+            let message = &message;
+            async move {
+                let result = match request_refresh(state, &ns, &name, current.as_deref()).await {
+                    Ok(updated) => {
+                        tracing::info!(application = %format!("{ns}/{name}"), "{message}");
+                        crate::actions::audit(&state.client, &updated, AUDIT_REASON, message)
+                            .await;
+                        Ok(true)
+                    }
+                    // The application was deleted since the cache saw it: nothing to refresh.
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+                    Err(e) => {
+                        tracing::error!(application = %format!("{ns}/{name}"), error = %e, "webhook refresh failed");
+                        Err(e.to_string())
+                    }
+                };
+                (name, result)
+            }
+        })
+        .buffer_unordered(REFRESH_CONCURRENCY)
+        .collect()
+        .await;
     let mut refreshed = Vec::new();
     let mut failed = Vec::new();
-    for app in matching {
-        let current = state.cache.get(&app.namespace, &app.name).and_then(|a| {
-            a.metadata
-                .annotations
-                .as_ref()
-                .and_then(|m| m.get(ann::REFRESH).cloned())
-        });
-        match request_refresh(state, &app.namespace, &app.name, current.as_deref()).await {
-            Ok(updated) => {
-                let message = format!(
-                    "{} webhook: push to {} of {}",
-                    provider.key(),
-                    push.full_ref,
-                    push.repo_urls[0]
-                );
-                tracing::info!(application = %format!("{}/{}", app.namespace, app.name), "{message}");
-                crate::actions::audit(&state.client, &updated, AUDIT_REASON, &message).await;
-                refreshed.push(app.name.clone());
-            }
-            // The application was deleted since the cache saw it: nothing to refresh.
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => {
-                tracing::error!(application = %format!("{}/{}", app.namespace, app.name), error = %e, "webhook refresh failed");
-                failed.push(json!({"name": app.name, "error": e.to_string()}));
-            }
+    for (name, result) in results {
+        match result {
+            Ok(true) => refreshed.push(name),
+            Ok(false) => {}
+            Err(error) => failed.push(json!({"name": name, "error": error})),
         }
     }
+    // Concurrent refreshes end in any order; the answer lists them in a stable one.
+    refreshed.sort();
     let refreshed_any = !refreshed.is_empty();
     let mut out = json!({
         "provider": provider.key(),
@@ -654,7 +763,54 @@ mod tests {
             pushed,
             default_branch: default_branch.map(String::from),
             full_ref: String::new(),
+            changed_files: None,
         }
+    }
+
+    #[test]
+    fn manifest_generate_paths_limit_a_push_to_the_apps_it_touches() {
+        let files = vec![
+            "apps/web/deploy.yaml".to_string(),
+            "shared/base.yaml".to_string(),
+        ];
+        let changed = Some(files.as_slice());
+        // No annotation, or no file list: every push concerns the app.
+        assert!(paths_match(None, "apps/api", changed));
+        assert!(paths_match(Some("."), "apps/api", None));
+        // `.` is the app's own path; relative paths start there, `/` at the repository root.
+        assert!(paths_match(Some("."), "apps/web", changed));
+        assert!(!paths_match(Some("."), "apps/api", changed));
+        assert!(paths_match(Some(".;../web"), "apps/api", changed));
+        assert!(paths_match(Some("/shared"), "apps/api", changed));
+        assert!(paths_match(Some("/shared/base.yaml"), "apps/api", changed));
+        assert!(
+            !paths_match(Some("/share"), "apps/api", changed),
+            "a prefix of a name is no directory"
+        );
+        assert!(!paths_match(Some("/apps/api; /other"), "apps/web", changed));
+        assert!(paths_match(Some("./"), "./apps/web/", changed));
+        // The repository root covers everything.
+        assert!(paths_match(Some("/"), "apps/api", changed));
+        // An annotation that names no path limits nothing.
+        assert!(paths_match(Some(" ; "), "apps/api", changed));
+    }
+
+    #[test]
+    fn changed_files_are_read_from_every_commit() {
+        let payload = json!({"commits": [
+            {"added": ["a/new.yaml"], "modified": ["b/x.yaml"], "removed": []},
+            {"added": [], "modified": ["b/x.yaml"], "removed": ["c/old.yaml"]},
+        ]});
+        assert_eq!(
+            changed_files(&payload),
+            Some(vec![
+                "a/new.yaml".into(),
+                "b/x.yaml".into(),
+                "c/old.yaml".into()
+            ])
+        );
+        assert_eq!(changed_files(&json!({"commits": []})), None);
+        assert_eq!(changed_files(&json!({})), None);
     }
 
     #[test]

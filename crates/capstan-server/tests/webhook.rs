@@ -242,6 +242,69 @@ async fn a_signed_github_push_refreshes_only_the_apps_on_that_repo_and_branch() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_generate_paths_limit_a_push_to_the_applications_whose_paths_it_changed() {
+    let env = Env::start().await;
+    webhook_secret(&env, &[("github", "gh-s3cret")]).await;
+    for (name, path, annotation) in [
+        ("web", "apps/web", Some((ann::MANIFEST_GENERATE_PATHS, "."))),
+        (
+            "api",
+            "apps/api",
+            Some((ann::ARGOCD_MANIFEST_GENERATE_PATHS, ".;../../lib")),
+        ),
+        (
+            "base",
+            "apps/base",
+            Some((ann::MANIFEST_GENERATE_PATHS, "/shared")),
+        ),
+        ("every", "apps/every", None),
+    ] {
+        let mut a = app(name);
+        a.spec.source.repo_url = "https://github.com/acme/shop.git".into();
+        a.spec.source.target_revision = "main".into();
+        a.spec.source.path = path.into();
+        if let Some((key, value)) = annotation {
+            a.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(key.to_string(), value.to_string());
+        }
+        env.create_app(&a).await;
+    }
+    let push = |files: Value| {
+        let mut body: Value = serde_json::from_slice(&github_push("refs/heads/main")).unwrap();
+        body["commits"] = files;
+        body.to_string().into_bytes()
+    };
+
+    // Files under apps/web only: the app of that path, and the one without the annotation.
+    let body = push(json!([
+        {"added": ["apps/web/new.yaml"], "modified": [], "removed": []},
+        {"added": [], "modified": ["apps/web/deploy.yaml"], "removed": ["README.md"]},
+    ]));
+    let (s, b) = post(&env, &github_headers("push", b"gh-s3cret", &body), &body).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(sorted(&b["refreshed"]), ["every", "web"]);
+    let marks = refresh_marks(&env).await;
+    assert_eq!(refreshed_names(&marks), ["every", "web"], "{marks:?}");
+
+    // A root path (`/shared`) and a relative one climbing to the root (`../../lib`).
+    let body = push(
+        json!([{"added": [], "modified": ["shared/x.yaml", "lib/y.libsonnet"], "removed": []}]),
+    );
+    let (s, b) = post(&env, &github_headers("push", b"gh-s3cret", &body), &body).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(sorted(&b["refreshed"]), ["api", "base", "every"]);
+
+    // A payload listing no files says nothing about paths: every application of the branch.
+    let body = push(json!([]));
+    let (s, b) = post(&env, &github_headers("push", b"gh-s3cret", &body), &body).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(sorted(&b["refreshed"]), ["api", "base", "every", "web"]);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitlab_tokens_and_gitea_signatures_are_verified() {
     let env = Env::start().await;
     webhook_secret(&env, &[("gitlab", "gl-token"), ("gitea", "gt-s3cret")]).await;

@@ -436,12 +436,17 @@ async fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The file name of an application's `j`th manifest.
+fn manifest_file(j: usize) -> String {
+    format!("obj-{j}.yaml")
+}
+
 fn write_manifest(repo: &Path, app: &str, j: usize, generation: u32) -> anyhow::Result<()> {
     let dir = repo.join("apps").join(app);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let (_, value) = manifest(app, j, generation);
     let yaml = serde_yaml_ng::to_string(&value).context("writing a manifest as YAML")?;
-    let file = dir.join(format!("obj-{j}.yaml"));
+    let file = dir.join(manifest_file(j));
     std::fs::write(&file, yaml).with_context(|| format!("writing {}", file.display()))
 }
 
@@ -542,8 +547,15 @@ fn application(i: usize, repo_url: &str) -> Application {
         },
     );
     // No periodic refresh during the run: every refresh measured is one the benchmark asked for.
-    app.metadata.annotations =
-        Some([(ann::REFRESH_INTERVAL.to_string(), "24h".to_string())].into());
+    // Each application is concerned by pushes to its own path only (as Argo CD users of a
+    // repository with many applications annotate them), which its webhook payloads list.
+    app.metadata.annotations = Some(
+        [
+            (ann::REFRESH_INTERVAL.to_string(), "24h".to_string()),
+            (ann::MANIFEST_GENERATE_PATHS.to_string(), ".".to_string()),
+        ]
+        .into(),
+    );
     app
 }
 
@@ -797,6 +809,12 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
         let body = json!({
             "ref": "refs/heads/main",
             "after": commit,
+            "commits": [{
+                "id": commit,
+                "added": [],
+                "modified": [format!("apps/{target}/{}", manifest_file(0))],
+                "removed": [],
+            }],
             "repository": {
                 "html_url": repo_url,
                 "clone_url": repo_url,
@@ -832,7 +850,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
             )
             .await?;
         latencies.push(ms(sent.elapsed()));
-        // The webhook refreshes every application of the repository: let those refreshes end
+        // The webhook refreshes the applications the push concerns: let those refreshes end
         // before the next commit, so that each latency is measured from a quiet controller.
         watch
             .until(
