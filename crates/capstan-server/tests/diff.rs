@@ -8,52 +8,28 @@ mod common;
 
 use capstan_api::application::{SyncPolicy, SyncPolicyAutomated};
 use capstan_controller::manifests::{Handle, ObjectId};
-use common::{app, install_crd};
-use k8s_openapi::api::core::v1::Namespace;
+use capstan_testkit::{GitRepo, start_cluster};
+use common::app;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
 const OLD_SECRET: &str = "first-s3cret-d1ff-value";
 const NEW_SECRET: &str = "second-s3cret-d1ff-value";
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Writes the ConfigMap and the Secret with these values and commits them.
-fn commit(repo: &Path, key: &str, password: &str) -> String {
-    std::fs::create_dir_all(repo.join("app")).unwrap();
-    std::fs::write(
-        repo.join("app/cm.yaml"),
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  key: {key}\n  other: same\n"),
+fn commit(repo: &GitRepo, key: &str, password: &str) -> String {
+    repo.write(
+        "app/cm.yaml",
+        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  key: {key}\n  other: same\n"),
     )
-    .unwrap();
-    std::fs::write(
-        repo.join("app/secret.yaml"),
-        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: {password}\n"),
+    .write(
+        "app/secret.yaml",
+        &format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: {password}\n"),
     )
-    .unwrap();
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", key]);
-    git(repo, &["rev-parse", "HEAD"])
+    .commit(key)
 }
 
 struct Setup {
@@ -69,18 +45,8 @@ struct Setup {
 
 impl Setup {
     async fn start(cache: &Path) -> Setup {
-        let cluster = devcluster::DevCluster::start(devcluster::Config::default())
-            .await
-            .expect("devcluster starts");
+        let cluster = start_cluster(&["capstan", "demo"]).await;
         let client = cluster.client();
-        install_crd(&client).await;
-        for ns in ["capstan", "demo"] {
-            let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-            Api::<Namespace>::all(client.clone())
-                .create(&PostParams::default(), &n)
-                .await
-                .expect("namespace");
-        }
         let controller = capstan_controller::Controller::new(
             client.clone(),
             capstan_controller::Config {
@@ -162,9 +128,7 @@ const MANIFESTS: &str = "/api/v1/applications/capstan/settings/manifests";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_diff_shows_what_git_changed_and_never_a_secret_value() {
     let dirs = tempfile::tempdir().unwrap();
-    let repo = dirs.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
+    let repo = GitRepo::init(dirs.path().join("repo"));
     let first = commit(&repo, "old", OLD_SECRET);
     let env = Setup::start(&dirs.path().join("cache")).await;
     let apps: Api<capstan_api::application::Application> =
@@ -172,7 +136,7 @@ async fn the_diff_shows_what_git_changed_and_never_a_secret_value() {
 
     // Deployed by automated sync, which is then switched off.
     let mut a = app("settings");
-    a.spec.source.repo_url = repo.display().to_string();
+    a.spec.source.repo_url = repo.path().display().to_string();
     a.spec.source.path = "app".into();
     a.spec.sync_policy = Some(SyncPolicy {
         automated: Some(SyncPolicyAutomated {
@@ -341,13 +305,11 @@ async fn the_diff_shows_what_git_changed_and_never_a_secret_value() {
     assert_eq!(live["data"]["key"], "old");
 
     // A broken manifest: 422 naming the file; nothing else.
-    std::fs::write(
-        repo.join("app/broken.yaml"),
+    repo.write(
+        "app/broken.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: [unclosed\n",
     )
-    .unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "broken"]);
+    .commit("broken");
     let (status, body) = env.get(DIFF).await;
     assert_eq!(status, 422, "{body}");
     let e: Value = serde_json::from_str(&body).unwrap();
@@ -393,7 +355,7 @@ fn assert_no_secret(body: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_controller_the_diff_and_manifests_answer_503() {
-    let env = common::Env::start().await;
+    let env = common::Env::start_without_controller().await;
     env.create_app(&app("alone")).await;
     let token = env.admin().await;
     for path in [

@@ -17,7 +17,6 @@ use capstan_api::application::{
 };
 use capstan_server::auth::{Role, set_user};
 use capstan_server::{Config, Server, serve};
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -40,19 +39,8 @@ struct Env {
 
 impl Env {
     async fn start() -> Env {
-        let cluster = devcluster::DevCluster::start(devcluster::Config::default())
-            .await
-            .expect("devcluster starts");
+        let cluster = capstan_testkit::start_cluster(&["capstan"]).await;
         let client = cluster.client();
-        capstan_controller::install_crd(&client).await.expect("CRD");
-        let n: Namespace = serde_json::from_value(
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "capstan"}}),
-        )
-        .unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &n)
-            .await
-            .expect("namespace");
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = serve(
             Config {

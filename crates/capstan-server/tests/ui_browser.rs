@@ -14,64 +14,40 @@ use capstan_api::application::{
     SyncPolicyAutomated,
 };
 use capstan_server::{Config, serve};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use capstan_testkit::{GitRepo, start_cluster, wait_for_app};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 use webdriver::{Browser, Driver, Session, artifacts_dir};
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Commits a Deployment `web` (image tag `tag`) and a ConfigMap `web-settings` (`release:
 /// tag`) under `app/`; returns the commit.
-fn commit_release(repo: &Path, tag: &str) -> String {
-    let dir = repo.join("app");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("deploy.yaml"),
-        format!(
+fn commit_release(repo: &GitRepo, tag: &str) -> String {
+    repo.write(
+        "app/deploy.yaml",
+        &format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  \
              selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        \
              app: web\n    spec:\n      containers:\n      - name: web\n        image: example.invalid/web:{tag}\n"
         ),
     )
-    .unwrap();
-    std::fs::write(
-        dir.join("settings.yaml"),
-        format!(
+    .write(
+        "app/settings.yaml",
+        &format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-settings\ndata:\n  release: \"{tag}\"\n"
         ),
     )
-    .unwrap();
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", &format!("release {tag}")]);
-    git(repo, &["rev-parse", "HEAD"])
+    .commit(&format!("release {tag}"))
 }
 
-fn spec(repo: &Path, path: &str, automated: bool) -> ApplicationSpec {
+fn spec(repo: &GitRepo, path: &str, automated: bool) -> ApplicationSpec {
     ApplicationSpec {
         project: "default".into(),
         source: ApplicationSource {
-            repo_url: repo.display().to_string(),
+            repo_url: repo.path().display().to_string(),
             target_revision: "main".into(),
             path: path.into(),
             ..ApplicationSource::default()
@@ -101,26 +77,6 @@ async fn release_in_cluster(client: &kube::Client) -> Option<String> {
         .expect("read ConfigMap")
         .and_then(|c| c.data)
         .and_then(|d| d.get("release").cloned())
-}
-
-async fn wait_app(
-    apps: &Api<Application>,
-    what: &str,
-    pred: impl Fn(&Application) -> bool,
-) -> Application {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let app = apps.get("web").await.expect("get app");
-        if pred(&app) {
-            return app;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting for {what}; last:\n{}",
-            serde_json::to_string_pretty(&app).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn synced_revision(app: &Application) -> String {
@@ -153,25 +109,10 @@ async fn login_sync_rollback_lock_and_unlock_from_the_browser() {
     };
 
     // The cluster, the CRD, namespaces, a Git repository with a first release.
-    let cluster = devcluster::DevCluster::start(devcluster::Config::default())
-        .await
-        .expect("devcluster starts");
+    let cluster = start_cluster(&["capstan", "demo"]).await;
     let client = cluster.client();
-    capstan_controller::install_crd(&client).await.expect("CRD");
-    for ns in ["capstan", "demo"] {
-        let n: Namespace = serde_json::from_value(
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &n)
-            .await
-            .expect("namespace");
-    }
     let work = tempfile::tempdir().unwrap();
-    let repo = work.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
+    let repo = GitRepo::init(work.path().join("repo"));
     let first = commit_release(&repo, "v1");
 
     // The application under test (automated, self-heal) and a few neighbours for the list.
@@ -335,7 +276,7 @@ async fn login_sync_rollback_lock_and_unlock_from_the_browser() {
     // Click Sync: a manual sync by admin runs and succeeds.
     let history_before = apps.get("web").await.unwrap().status.unwrap().history.len();
     s.click_css("#sync-button").await;
-    let app = wait_app(&apps, "the manual sync to be recorded", |a| {
+    let app = wait_for_app(&apps, "web", "the manual sync to be recorded", |a| {
         a.status.as_ref().is_some_and(|st| {
             st.history.len() > history_before
                 && st
@@ -397,7 +338,7 @@ async fn login_sync_rollback_lock_and_unlock_from_the_browser() {
         ),
     )
     .await;
-    let locked = wait_app(&apps, "the lock", |a| a.lock().is_some()).await;
+    let locked = wait_for_app(&apps, "web", "the lock", |a| a.lock().is_some()).await;
     assert_eq!(locked.lock().unwrap().revision, first);
     assert_eq!(locked.lock().unwrap().locked_by, "admin");
     assert_eq!(release_in_cluster(&client).await.as_deref(), Some("v1"));
@@ -405,7 +346,7 @@ async fn login_sync_rollback_lock_and_unlock_from_the_browser() {
 
     // A new commit is compared but not applied while locked.
     let third = commit_release(&repo, "v3");
-    wait_app(&apps, "the third commit to be compared", |a| {
+    wait_for_app(&apps, "web", "the third commit to be compared", |a| {
         synced_revision(a) == third
     })
     .await;
@@ -432,7 +373,7 @@ async fn login_sync_rollback_lock_and_unlock_from_the_browser() {
          && document.querySelector('#app-sync .badge').dataset.status === 'Synced'",
     )
     .await;
-    wait_app(&apps, "Synced at the third commit", |a| {
+    wait_for_app(&apps, "web", "Synced at the third commit", |a| {
         a.lock().is_none()
             && synced_revision(a) == third
             && a.status
@@ -488,25 +429,10 @@ async fn diff_panel_shows_a_new_commits_change_live() {
     let Some(browser) = Browser::find_or_skip("diff_panel_shows_a_new_commits_change_live") else {
         return;
     };
-    let cluster = devcluster::DevCluster::start(devcluster::Config::default())
-        .await
-        .expect("devcluster starts");
+    let cluster = start_cluster(&["capstan", "demo"]).await;
     let client = cluster.client();
-    capstan_controller::install_crd(&client).await.expect("CRD");
-    for ns in ["capstan", "demo"] {
-        let n: Namespace = serde_json::from_value(
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &n)
-            .await
-            .expect("namespace");
-    }
     let work = tempfile::tempdir().unwrap();
-    let repo = work.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
+    let repo = GitRepo::init(work.path().join("repo"));
     let first = commit_release(&repo, "v1");
 
     // Auto-sync off: a new commit is compared, never applied by itself.
@@ -572,7 +498,7 @@ async fn diff_panel_shows_a_new_commits_change_live() {
 
     // Deploy the first commit by hand, then open the Diff panel: nothing differs.
     s.click_css("#sync-button").await;
-    wait_app(&apps, "the first commit Synced", |a| {
+    wait_for_app(&apps, "web", "the first commit Synced", |a| {
         synced_revision(a) == first
             && a.status
                 .as_ref()
@@ -613,7 +539,7 @@ async fn diff_panel_shows_a_new_commits_change_live() {
 
     // A new commit changes the ConfigMap's value: the open panel follows without a reload.
     let second = commit_release(&repo, "v2");
-    wait_app(&apps, "the second commit compared, OutOfSync", |a| {
+    wait_for_app(&apps, "web", "the second commit compared, OutOfSync", |a| {
         a.status
             .as_ref()
             .and_then(|s| s.sync.as_ref())

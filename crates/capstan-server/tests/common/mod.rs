@@ -7,8 +7,6 @@ use capstan_api::application::{
     Application, ApplicationDestination, ApplicationSource, ApplicationSpec,
 };
 use capstan_server::{Config, Server};
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -25,37 +23,8 @@ pub struct Env {
     stop: Option<oneshot::Sender<()>>,
     /// The controller whose manifests handle the server uses (never run: the tests play the
     /// controller by writing status), and its cache directory.
-    _controller: capstan_controller::Controller,
+    _controller: Option<capstan_controller::Controller>,
     _cache: tempfile::TempDir,
-}
-
-pub async fn install_crd(client: &kube::Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = "applications.capstan.dev";
-    api.patch(
-        name,
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(&Application::crd()),
-    )
-    .await
-    .expect("CRD applies");
-    for _ in 0..300 {
-        let ok = api
-            .get(name)
-            .await
-            .expect("CRD readable")
-            .status
-            .and_then(|s| s.conditions)
-            .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-        if ok {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("CRD not established");
 }
 
 pub fn app(name: &str) -> Application {
@@ -88,36 +57,38 @@ impl Env {
     /// `watch`: false starts the server without its Application watch (the cache is seeded
     /// by the test).
     pub async fn start_with(watch: bool) -> Env {
-        let cluster = devcluster::DevCluster::start(devcluster::Config::default())
-            .await
-            .expect("devcluster starts");
+        Self::start_full(watch, true).await
+    }
+
+    /// A server given no controller handle, as `capstan server` runs without an in-process
+    /// controller.
+    pub async fn start_without_controller() -> Env {
+        Self::start_full(true, false).await
+    }
+
+    async fn start_full(watch: bool, with_controller: bool) -> Env {
+        let cluster = capstan_testkit::start_cluster(&["capstan", "demo"]).await;
         let client = cluster.client();
-        install_crd(&client).await;
-        for ns in ["capstan", "demo"] {
-            let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-            Api::<Namespace>::all(client.clone())
-                .create(&PostParams::default(), &n)
-                .await
-                .expect("namespace");
-        }
         // The diff and desired manifests come from the controller's manifests handle; the
         // controller itself is not run.
         let cache = tempfile::tempdir().expect("cache dir");
-        let controller = capstan_controller::Controller::new(
-            client.clone(),
-            capstan_controller::Config {
-                cache_dir: cache.path().to_path_buf(),
-                ..capstan_controller::Config::default()
-            },
-        )
-        .expect("controller builds");
+        let controller = with_controller.then(|| {
+            capstan_controller::Controller::new(
+                client.clone(),
+                capstan_controller::Config {
+                    cache_dir: cache.path().to_path_buf(),
+                    ..capstan_controller::Config::default()
+                },
+            )
+            .expect("controller builds")
+        });
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             insecure_cookies: true,
-            controller: Some(capstan_controller::manifests::Handle::from(
-                controller.shared(),
-            )),
+            controller: controller
+                .as_ref()
+                .map(|c| capstan_controller::manifests::Handle::from(c.shared())),
             ..Config::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
