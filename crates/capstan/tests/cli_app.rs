@@ -2,32 +2,10 @@
 //! an in-process devcluster, with kubectl applying what `install` prints and a real Git
 //! repository made with the `git` CLI.
 
+use capstan_testkit::{GitRepo, temp_dir};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "capstan-cli-app-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Kills the server when the test ends, passed or not.
 struct Server(Child);
@@ -59,26 +37,13 @@ fn ok(out: Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_server_and_app_commands_deploy_an_application() {
     let cluster = devcluster::DevCluster::start(devcluster::Config::default())
         .await
         .unwrap();
     let kubeconfig = cluster.kubeconfig_path().to_path_buf();
-    let tmp = TempDir::new("e2e");
+    let tmp = temp_dir("cli-app-e2e");
 
     // `capstan install` output is accepted by kubectl (CRD schema, RBAC, Deployment).
     let manifests = ok(capstan(&kubeconfig, &["install"]), "capstan install");
@@ -112,18 +77,14 @@ async fn install_server_and_app_commands_deploy_an_application() {
     ok(ns, "kubectl create namespace");
 
     // A repository with one ConfigMap.
-    let repo = tmp.0.join("repo");
-    std::fs::create_dir_all(repo.join("app")).unwrap();
-    std::fs::write(
-        repo.join("app/cm.yaml"),
+    let repo = GitRepo::init(tmp.path().join("repo"));
+    repo.write(
+        "app/cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-git\ndata:\n  greeting: hello\n",
-    )
-    .unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "first"]);
+    );
+    repo.commit("first");
 
-    let cache = tmp.0.join("cache");
+    let cache = tmp.path().join("cache");
     let mut server = Server(
         Command::new(env!("CARGO_BIN_EXE_capstan"))
             .args([
@@ -145,7 +106,7 @@ async fn install_server_and_app_commands_deploy_an_application() {
     );
     let announced = read_announcement(&mut server.0);
 
-    let repo_url = repo.display().to_string();
+    let repo_url = repo.path().display().to_string();
     ok(
         capstan(
             &kubeconfig,
@@ -230,19 +191,15 @@ async fn install_server_and_app_commands_deploy_an_application() {
 
     // A two-wave sync with --wait shows the phase, each wave, each object's result and the
     // health of the wave it waits for, one line per change.
-    std::fs::create_dir_all(repo.join("layered")).unwrap();
-    std::fs::write(
-        repo.join("layered/web.yaml"),
+    repo.write(
+        "layered/web.yaml",
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    capstan.dev/sync-wave: \"0\"\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: main\n        image: example.invalid/web:1\n",
-    )
-    .unwrap();
-    std::fs::write(
-        repo.join("layered/after.yaml"),
+    );
+    repo.write(
+        "layered/after.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    capstan.dev/sync-wave: \"1\"\ndata:\n  key: v\n",
-    )
-    .unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "layered"]);
+    );
+    repo.commit("layered");
     ok(
         capstan(
             &kubeconfig,

@@ -2,8 +2,8 @@
 //! Git repository. The first commit is deployed by a controller that is then stopped, so only
 //! Git changes afterwards; the exit codes are kubectl diff's (0 same, 1 different, 2 error).
 
-use kube::api::{Api, PostParams};
-use serde_json::json;
+use capstan_testkit::{GitRepo, start_cluster};
+use kube::api::Api;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -11,41 +11,18 @@ use std::time::Duration;
 const OLD_SECRET: &str = "cli-first-s3cret-value";
 const NEW_SECRET: &str = "cli-second-s3cret-value";
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn commit(repo: &Path, key: &str, password: &str) -> String {
-    std::fs::create_dir_all(repo.join("app")).unwrap();
-    std::fs::write(
-        repo.join("app/cm.yaml"),
-        format!(
+fn commit(repo: &GitRepo, key: &str, password: &str) -> String {
+    repo.write(
+        "app/cm.yaml",
+        &format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  key: {key}\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        repo.join("app/secret.yaml"),
-        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: {password}\n"),
-    )
-    .unwrap();
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", key]);
-    git(repo, &["rev-parse", "HEAD"])
+    );
+    repo.write(
+        "app/secret.yaml",
+        &format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: {password}\n"),
+    );
+    repo.commit(key)
 }
 
 /// Standard base64 with padding (how the API server stores Secret data).
@@ -112,27 +89,14 @@ fn base64_matches_the_rfc_4648_vectors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_diff_prints_what_git_changed_with_kubectl_diff_exit_codes() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
+    let repo = GitRepo::init(tmp.path().join("repo"));
     let first = commit(&repo, "old", OLD_SECRET);
 
-    let cluster = devcluster::DevCluster::start(devcluster::Config::default())
-        .await
-        .unwrap();
+    let cluster = start_cluster(&["capstan", "demo"]).await;
     let client = cluster.client();
     let kubeconfig: PathBuf = cluster.kubeconfig_path().to_path_buf();
-    capstan_controller::install_crd(&client).await.unwrap();
-    for ns in ["capstan", "demo"] {
-        let n: k8s_openapi::api::core::v1::Namespace =
-            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-            .create(&PostParams::default(), &n)
-            .await
-            .unwrap();
-    }
     let cache = tmp.path().join("cli-cache");
-    let repo_url = repo.display().to_string();
+    let repo_url = repo.path().display().to_string();
     let created = Command::new(env!("CARGO_BIN_EXE_capstan"))
         .args([
             "app",
@@ -193,13 +157,11 @@ async fn app_diff_prints_what_git_changed_with_kubectl_diff_exit_codes() {
     // Git changes the ConfigMap and the Secret and adds an object: exit 1, a header and the
     // diff per object, Secret values masked.
     commit(&repo, "new", NEW_SECRET);
-    std::fs::write(
-        repo.join("app/extra.yaml"),
+    repo.write(
+        "app/extra.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  added: here\n",
-    )
-    .unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "extra"]);
+    );
+    repo.commit("extra");
     let run = capstan(&kubeconfig, &cache, &["app", "diff", "settings"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     let headers: Vec<&str> = run
@@ -236,13 +198,11 @@ async fn app_diff_prints_what_git_changed_with_kubectl_diff_exit_codes() {
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
 
     // A broken manifest: exit 2, the error names the file and the application.
-    std::fs::write(
-        repo.join("app/broken.yaml"),
+    repo.write(
+        "app/broken.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: [unclosed\n",
-    )
-    .unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "broken"]);
+    );
+    repo.commit("broken");
     let run = capstan(&kubeconfig, &cache, &["app", "diff", "settings"]);
     assert_eq!(run.code, Some(2), "{}", run.stdout);
     assert!(run.stderr.contains("broken.yaml"), "{}", run.stderr);

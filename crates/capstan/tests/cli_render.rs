@@ -1,76 +1,23 @@
 //! `capstan render` end to end: the built binary against a real Git repository made in a
 //! temporary directory, compared with `kubectl kustomize` run on the same files.
 
+use capstan_testkit::{GitRepo, copy_dir, git, temp_dir};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A directory removed on drop (the binary crate has no tempfile dev-dependency).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "capstan-cli-render-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../capstan-render/tests/data")
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let target = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// A repository with the render fixtures committed on `main`, tagged `v1.0.0`.
 fn make_repo(dir: &Path) -> PathBuf {
     let repo = dir.join("repo");
     copy_dir(&fixtures(), &repo);
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "fixtures"]);
-    git(&repo, &["tag", "v1.0.0"]);
+    let git_repo = GitRepo::init(&repo);
+    git_repo.commit("fixtures");
+    git_repo.git(&["tag", "v1.0.0"]);
     repo
 }
 
@@ -115,9 +62,9 @@ fn sorted(mut objects: Vec<Value>) -> Vec<Value> {
 
 #[test]
 fn renders_a_kustomize_overlay_from_git_like_kubectl_and_caches_it() {
-    let tmp = TempDir::new("kustomize");
-    let repo = make_repo(&tmp.0);
-    let cache = tmp.0.join("cache");
+    let tmp = temp_dir("cli-render-kustomize");
+    let repo = make_repo(tmp.path());
+    let cache = tmp.path().join("cache");
     let repo_arg = repo.to_str().unwrap();
     let out = capstan(
         &cache,
@@ -165,9 +112,9 @@ fn renders_a_kustomize_overlay_from_git_like_kubectl_and_caches_it() {
 
 #[test]
 fn renders_a_helm_chart_at_a_revision_with_values_and_parameters() {
-    let tmp = TempDir::new("helm");
-    let repo = make_repo(&tmp.0);
-    let cache = tmp.0.join("cache");
+    let tmp = temp_dir("cli-render-helm");
+    let repo = make_repo(tmp.path());
+    let cache = tmp.path().join("cache");
     // A later commit on main changes the chart's default replica count.
     let values = repo.join("helm/web/values.yaml");
     let text = std::fs::read_to_string(&values)
@@ -226,9 +173,9 @@ fn renders_a_helm_chart_at_a_revision_with_values_and_parameters() {
 
 #[test]
 fn bad_input_fails_with_a_clear_message_and_no_output() {
-    let tmp = TempDir::new("errors");
-    let repo = make_repo(&tmp.0);
-    let cache = tmp.0.join("cache");
+    let tmp = temp_dir("cli-render-errors");
+    let repo = make_repo(tmp.path());
+    let cache = tmp.path().join("cache");
     let repo_arg = repo.to_str().unwrap();
     for (args, expected) in [
         (
@@ -258,9 +205,9 @@ fn bad_input_fails_with_a_clear_message_and_no_output() {
 
 #[test]
 fn a_symlink_out_of_the_repository_is_named_in_the_error() {
-    let tmp = TempDir::new("symlink");
-    let repo = make_repo(&tmp.0);
-    let cache = tmp.0.join("cache");
+    let tmp = temp_dir("cli-render-symlink");
+    let repo = make_repo(tmp.path());
+    let cache = tmp.path().join("cache");
     let app = repo.join("kustomize/leak");
     std::fs::create_dir_all(&app).unwrap();
     std::fs::write(

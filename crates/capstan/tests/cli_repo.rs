@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
 
 const PASSWORD: &str = "pw-Canary-Repo-4mR9-never-printed";
 const TOKEN: &str = "tok-Canary-Repo-Zq71-never-printed";
@@ -51,12 +51,7 @@ async fn repo_add_list_rm_write_what_the_controller_reads_and_never_print_secret
         .expect("devcluster starts");
     let kubeconfig = cluster.kubeconfig_path().to_path_buf();
     let client = cluster.client();
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "capstan"}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace");
+    capstan_testkit::create_namespaces(&client, &["capstan"]).await;
     let secrets: Api<Secret> = Api::namespaced(client, "capstan");
 
     // A repository with basic authentication, the password from stdin.
