@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use capstan_render::{RenderContext, Renderer, RendererConfig};
+use capstan_testkit::{copy_dir, temp_dir};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = temp_dir("render-fixture");
         copy_dir(&data(), &dir.path().join("repo"));
         Fixture { dir }
     }
@@ -31,19 +32,6 @@ impl Fixture {
     }
     pub fn outside(&self) -> PathBuf {
         self.dir.path().to_path_buf()
-    }
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let target = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 
