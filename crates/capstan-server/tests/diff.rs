@@ -8,7 +8,7 @@ mod common;
 
 use capstan_api::application::{SyncPolicy, SyncPolicyAutomated};
 use capstan_controller::manifests::{Handle, ObjectId};
-use capstan_testkit::{GitRepo, start_cluster};
+use capstan_testkit::{GitRepo, start_cluster, wait_for_app};
 use common::app;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -147,19 +147,13 @@ async fn the_diff_shows_what_git_changed_and_never_a_secret_value() {
         ..SyncPolicy::default()
     });
     apps.create(&PostParams::default(), &a).await.unwrap();
-    let mut synced = false;
-    for _ in 0..1200 {
-        let s = apps.get("settings").await.unwrap().status;
-        if s.as_ref()
+    wait_for_app(&apps, "settings", "the first commit Synced", |a| {
+        a.status
+            .as_ref()
             .and_then(|s| s.sync.as_ref())
             .is_some_and(|s| s.status == "Synced" && s.revision == first)
-        {
-            synced = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(synced, "the first commit was never Synced");
+    })
+    .await;
     apps.patch(
         "settings",
         &PatchParams::default(),

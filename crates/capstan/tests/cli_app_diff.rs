@@ -2,11 +2,10 @@
 //! Git repository. The first commit is deployed by a controller that is then stopped, so only
 //! Git changes afterwards; the exit codes are kubectl diff's (0 same, 1 different, 2 error).
 
-use capstan_testkit::{GitRepo, start_cluster};
+use capstan_testkit::{GitRepo, start_cluster, wait_for_app};
 use kube::api::Api;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 const OLD_SECRET: &str = "cli-first-s3cret-value";
 const NEW_SECRET: &str = "cli-second-s3cret-value";
@@ -133,19 +132,18 @@ async fn app_diff_prints_what_git_changed_with_kubectl_diff_exit_codes() {
     let running = tokio::spawn(controller.run());
     let apps: Api<capstan_api::application::Application> =
         Api::namespaced(client.clone(), "capstan");
-    let mut synced = false;
-    for _ in 0..1200 {
-        let s = apps.get("settings").await.unwrap().status;
-        if s.as_ref()
-            .and_then(|s| s.sync.as_ref())
-            .is_some_and(|s| s.status == "Synced" && s.revision == first)
-        {
-            synced = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(synced, "the first commit was never deployed");
+    wait_for_app(
+        &apps,
+        "settings",
+        "the first commit deployed (Synced)",
+        |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.sync.as_ref())
+                .is_some_and(|s| s.status == "Synced" && s.revision == first)
+        },
+    )
+    .await;
     running.abort();
     let _ = running.await;
 
