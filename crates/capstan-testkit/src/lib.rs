@@ -14,11 +14,14 @@
 //! - [`fs`]: [`temp_dir`] and [`copy_dir`].
 //! - [`cluster`]: [`start_cluster`], [`install_application_crd`], [`create_namespaces`],
 //!   [`wait_for_app`].
+//! - [`manifests`]: [`parse_stream`] and [`sorted`], to compare rendered manifests.
 
 pub mod cluster;
 pub mod fs;
 pub mod git;
+pub mod manifests;
 
 pub use cluster::{create_namespaces, install_application_crd, start_cluster, wait_for_app};
 pub use fs::{copy_dir, temp_dir};
 pub use git::{GitRepo, git};
+pub use manifests::{parse_stream, sorted};

@@ -1,8 +1,7 @@
 //! `capstan render` end to end: the built binary against a real Git repository made in a
 //! temporary directory, compared with `kubectl kustomize` run on the same files.
 
-use capstan_testkit::{GitRepo, copy_dir, git, temp_dir};
-use serde::Deserialize;
+use capstan_testkit::{GitRepo, copy_dir, git, parse_stream, sorted, temp_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,33 +32,6 @@ fn capstan(cache: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn documents(text: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(text)
-        .map(|d| Value::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn sorted(mut objects: Vec<Value>) -> Vec<Value> {
-    objects.sort_by_key(|o| {
-        let api = o["apiVersion"].as_str().unwrap_or("").to_string();
-        let group = api
-            .rsplit_once('/')
-            .map(|(g, _)| g.to_string())
-            .unwrap_or_default();
-        (
-            group,
-            o["kind"].as_str().unwrap_or("").to_string(),
-            o["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            o["metadata"]["name"].as_str().unwrap_or("").to_string(),
-        )
-    });
-    objects
-}
-
 #[test]
 fn renders_a_kustomize_overlay_from_git_like_kubectl_and_caches_it() {
     let tmp = temp_dir("cli-render-kustomize");
@@ -75,14 +47,14 @@ fn renders_a_kustomize_overlay_from_git_like_kubectl_and_caches_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let got = documents(&String::from_utf8(out.stdout).unwrap());
+    let got = parse_stream(&String::from_utf8(out.stdout).unwrap());
     let kubectl = Command::new("kubectl")
         .arg("kustomize")
         .arg(repo.join("kustomize/overlays/prod"))
         .output()
         .unwrap();
     assert!(kubectl.status.success());
-    let want = sorted(documents(&String::from_utf8(kubectl.stdout).unwrap()));
+    let want = sorted(parse_stream(&String::from_utf8(kubectl.stdout).unwrap()));
     assert_eq!(got, want);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("from_cache=false"), "{stderr}");

@@ -5,7 +5,8 @@
 
 use capstan_render::{RenderContext, Renderer, RendererConfig};
 use capstan_testkit::{copy_dir, temp_dir};
-use serde::Deserialize;
+/// Parsing and ordering of manifests, shared with the CLI's render test.
+pub use capstan_testkit::{parse_stream, sorted};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,33 +47,6 @@ pub fn ctx() -> RenderContext {
         kube_version: Some("v1.31.2".into()),
         api_versions: vec![],
     }
-}
-
-/// The order Capstan documents: (group, kind, namespace, name), stable.
-pub fn sorted(mut objects: Vec<Value>) -> Vec<Value> {
-    fn key(o: &Value) -> (String, String, String, String) {
-        let api = o["apiVersion"].as_str().unwrap_or("");
-        let group = api.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-        (
-            group.to_string(),
-            o["kind"].as_str().unwrap_or("").to_string(),
-            o["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            o["metadata"]["name"].as_str().unwrap_or("").to_string(),
-        )
-    }
-    objects.sort_by_key(key);
-    objects
-}
-
-/// Parses a YAML stream into its non-empty documents.
-pub fn parse_stream(text: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(text)
-        .map(|d| Value::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
 }
 
 /// `kubectl kustomize DIR`, run directly.
