@@ -9,6 +9,8 @@
 //!   Content-Security-Policy blocks inline script, a read-only user gets no actions, and the
 //!   login rate limit is shown.
 
+#[path = "ui_support/server.rs"]
+mod ui_server;
 #[path = "ui_support/webdriver.rs"]
 mod webdriver;
 
@@ -16,11 +18,10 @@ use capstan_api::application::{
     Application, ApplicationDestination, ApplicationSource, ApplicationSpec,
 };
 use capstan_server::auth::{Role, set_user};
-use capstan_server::{Config, Server, serve};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::time::Duration;
+use ui_server::UiServer;
 use webdriver::{Browser, Driver, Session, artifacts_dir};
 
 const TAB: &str = "\u{E004}";
@@ -31,8 +32,7 @@ struct Env {
     _cluster: devcluster::DevCluster,
     client: kube::Client,
     apps: Api<Application>,
-    server: Server,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    ui: UiServer,
     password: String,
     base: String,
 }
@@ -41,33 +41,14 @@ impl Env {
     async fn start() -> Env {
         let cluster = capstan_testkit::start_cluster(&["capstan"]).await;
         let client = cluster.client();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = serve(
-            Config {
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                insecure_cookies: true,
-                ..Config::default()
-            },
-            client.clone(),
-            async move {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-        .expect("API server starts");
-        let password = server
-            .initial_admin_password
-            .clone()
-            .expect("generated admin password");
-        let base = format!("http://{}", server.addr);
+        let ui = UiServer::start(&client, None).await;
         Env {
             _cluster: cluster,
             apps: Api::namespaced(client.clone(), "capstan"),
             client,
-            server,
-            stop: Some(stop),
-            password,
-            base,
+            password: ui.password.clone(),
+            base: ui.base.clone(),
+            ui,
         }
     }
 
@@ -106,11 +87,8 @@ impl Env {
             .expect("write status");
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.server.wait().await;
+    async fn stop(self) {
+        self.ui.stop().await;
     }
 }
 

@@ -6,6 +6,8 @@
 //! Screenshots of each step go to `target/ui-artifacts/`. Without Chromium the test says so
 //! and passes, unless `CI` is set: then it fails (scripts/setup installs Chromium).
 
+#[path = "ui_support/server.rs"]
+mod ui_server;
 #[path = "ui_support/webdriver.rs"]
 mod webdriver;
 
@@ -13,14 +15,13 @@ use capstan_api::application::{
     Application, ApplicationDestination, ApplicationSource, ApplicationSpec, SyncPolicy,
     SyncPolicyAutomated,
 };
-use capstan_server::{Config, serve};
 use capstan_testkit::{GitRepo, start_cluster, wait_for_app};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use ui_server::UiServer;
 use webdriver::{Browser, Driver, Session, artifacts_dir};
 
 /// Commits a Deployment `web` (image tag `tag`) and a ConfigMap `web-settings` (`release:
@@ -136,25 +137,8 @@ async fn login_sync_rollback_lock_and_unlock_from_the_browser() {
     }
 
     // The API server (plain HTTP on localhost: cookies without Secure).
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = serve(
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            insecure_cookies: true,
-            ..Config::default()
-        },
-        client.clone(),
-        async move {
-            let _ = stop_rx.await;
-        },
-    )
-    .await
-    .expect("API server starts");
-    let password = server
-        .initial_admin_password
-        .clone()
-        .expect("a fresh cluster gets a generated admin password");
-    let base = format!("http://{}", server.addr);
+    let ui = UiServer::start(&client, None).await;
+    let (base, password) = (ui.base.clone(), ui.password.clone());
 
     let driver = Driver::start(&browser).await;
     let profile = tempfile::tempdir().unwrap();
@@ -416,8 +400,7 @@ async fn login_sync_rollback_lock_and_unlock_from_the_browser() {
 
     s.quit().await;
     controller.abort();
-    let _ = stop_tx.send(());
-    server.wait().await;
+    ui.stop().await;
 }
 
 /// The diff view: with auto-sync off, a commit that changes a ConfigMap's value makes the open
@@ -462,26 +445,8 @@ async fn diff_panel_shows_a_new_commits_change_live() {
     )
     .expect("controller");
     let handle = capstan_controller::manifests::Handle::from(controller.shared());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = serve(
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            insecure_cookies: true,
-            controller: Some(handle),
-            ..Config::default()
-        },
-        client.clone(),
-        async move {
-            let _ = stop_rx.await;
-        },
-    )
-    .await
-    .expect("API server starts");
-    let password = server
-        .initial_admin_password
-        .clone()
-        .expect("a fresh cluster gets a generated admin password");
-    let base = format!("http://{}", server.addr);
+    let ui = UiServer::start(&client, Some(handle)).await;
+    let (base, password) = (ui.base.clone(), ui.password.clone());
     let controller = tokio::spawn(controller.run());
 
     let driver = Driver::start(&browser).await;
@@ -639,6 +604,5 @@ async fn diff_panel_shows_a_new_commits_change_live() {
 
     s.quit().await;
     controller.abort();
-    let _ = stop_tx.send(());
-    server.wait().await;
+    ui.stop().await;
 }

@@ -1,0 +1,56 @@
+//! The API server the browser tests drive: plain HTTP on a free localhost port (so session
+//! cookies go without `Secure`), its generated admin password, and a stop that waits for it.
+
+use capstan_controller::manifests::Handle;
+use capstan_server::{Config, Server, serve};
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+
+/// A running API server.
+pub struct UiServer {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The admin password the first start on a fresh cluster generates.
+    pub password: String,
+    server: Server,
+    stop: oneshot::Sender<()>,
+}
+
+impl UiServer {
+    /// Starts the server against `client`; `controller` is the manifests handle the diff and
+    /// desired-manifest routes read (without one they answer 503).
+    pub async fn start(client: &kube::Client, controller: Option<Handle>) -> UiServer {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = serve(
+            Config {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                insecure_cookies: true,
+                controller,
+                ..Config::default()
+            },
+            client.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .expect("API server starts");
+        let password = server
+            .initial_admin_password
+            .clone()
+            .expect("a fresh cluster gets a generated admin password");
+        let base = format!("http://{}", server.addr);
+        UiServer {
+            base,
+            password,
+            server,
+            stop,
+        }
+    }
+
+    /// Asks the server to shut down and waits until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.wait().await;
+    }
+}
