@@ -5,6 +5,13 @@ mod cmd;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: the controller's refresh path allocates and frees many small
+/// objects on Tokio worker threads, and a profile showed about half of its CPU in glibc's
+/// `malloc_consolidate`/`unlink_chunk`. With mimalloc `bench scale --apps 1000` spends ~40% less
+/// CPU per refresh for ~90 MiB more peak RSS (figures in the commit that added this).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Capstan: a pull-based GitOps delivery agent for Kubernetes.
 #[derive(Debug, Parser)]
 #[command(name = "capstan", version, about, long_about = None)]
