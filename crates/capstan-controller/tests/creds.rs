@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use capstan_controller::creds::{SECRET_TYPE_LABEL, TYPE_REPO_CREDS, TYPE_REPOSITORY};
 use capstan_controller::{Config, Controller, ops};
-use common::{Env, cm_yaml, git, sync_status};
+use capstan_testkit::{GitRepo, temp_dir};
+use common::{Env, cm_yaml, sync_status};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, PostParams};
@@ -213,24 +214,9 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
 }
 
 fn served_repo(root: &Path, path: &str, cm: &str) {
-    let dir = root.join(path);
-    std::fs::create_dir_all(&dir).unwrap();
-    git(&dir, &["init", "-q", "-b", "main"]);
-    std::fs::write(dir.join("cm.yaml"), cm_yaml(cm, "private")).unwrap();
-    git(&dir, &["add", "-A"]);
-    git(
-        &dir,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.invalid",
-            "commit",
-            "-q",
-            "-m",
-            "first",
-        ],
-    );
+    GitRepo::init(root.join(path))
+        .write("cm.yaml", &cm_yaml(cm, "private"))
+        .commit("first");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +232,7 @@ async fn private_repositories_use_credential_secrets_and_never_show_the_password
     let mut env = Env::start().await;
     // Our own controller, so that its cache directory can be searched afterwards.
     env.stop_controller();
-    let cache = tempfile::tempdir().unwrap();
+    let cache = temp_dir("controller-creds-cache");
     let controller = Controller::new(
         env.client.clone(),
         Config {
@@ -258,7 +244,7 @@ async fn private_repositories_use_credential_secrets_and_never_show_the_password
     .unwrap();
     let controller = tokio::spawn(controller.run());
 
-    let served = tempfile::tempdir().unwrap();
+    let served = temp_dir("controller-creds-served");
     served_repo(served.path(), "team/app1", "from-app1");
     served_repo(served.path(), "team/app2", "from-app2");
     let server = GitHttp::start(served.path().to_path_buf());

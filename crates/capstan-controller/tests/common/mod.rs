@@ -8,38 +8,20 @@ use capstan_api::application::{
     SyncPolicyAutomated,
 };
 use capstan_controller::{Config, Controller, install_crd};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use capstan_testkit::{GitRepo, create_namespaces, temp_dir, wait_for_app};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub struct Env {
     pub cluster: devcluster::DevCluster,
     pub client: kube::Client,
-    pub repo: PathBuf,
+    pub repo: GitRepo,
     pub apps: Api<Application>,
     _dirs: Vec<tempfile::TempDir>,
     controller: Option<tokio::task::JoinHandle<()>>,
     cache: PathBuf,
-}
-
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 impl Env {
@@ -48,22 +30,12 @@ impl Env {
             .await
             .expect("devcluster starts");
         let client = cluster.client();
+        // The controller's own CRD install, not the testkit's: it is what a deployment runs.
         install_crd(&client).await.expect("CRD installs");
-        for ns in ["capstan", "demo"] {
-            let n: Namespace = serde_json::from_value(serde_json::json!({
-                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}
-            }))
-            .unwrap();
-            Api::<Namespace>::all(client.clone())
-                .create(&PostParams::default(), &n)
-                .await
-                .expect("namespace");
-        }
-        let repo_dir = tempfile::tempdir().unwrap();
-        let cache_dir = tempfile::tempdir().unwrap();
-        let repo = repo_dir.path().join("repo");
-        std::fs::create_dir_all(&repo).unwrap();
-        git(&repo, &["init", "-q", "-b", "main"]);
+        create_namespaces(&client, &["capstan", "demo"]).await;
+        let repo_dir = temp_dir("controller-repo");
+        let cache_dir = temp_dir("controller-cache");
+        let repo = GitRepo::init(repo_dir.path().join("repo"));
         let mut env = Env {
             apps: Api::namespaced(client.clone(), "capstan"),
             cluster,
@@ -95,33 +67,31 @@ impl Env {
         }
     }
 
-    /// Writes files (path → content; `None` deletes) and commits them; returns the commit.
+    /// Writes files (path → content; `None` deletes, if present) and commits them, even when
+    /// nothing changed; returns the commit.
     pub fn commit(&self, files: &[(&str, Option<&str>)], message: &str) -> String {
         for (path, content) in files {
-            let full = self.repo.join(path);
             match content {
                 Some(text) => {
-                    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-                    std::fs::write(&full, text).unwrap();
+                    self.repo.write(path, text);
                 }
-                None => {
-                    let _ = std::fs::remove_file(&full);
+                None if self.repo.path().join(path).exists() => {
+                    self.repo.remove(path);
                 }
+                None => {}
             }
         }
-        git(&self.repo, &["add", "-A"]);
-        git(
-            &self.repo,
-            &["commit", "-q", "--allow-empty", "-m", message],
-        );
-        git(&self.repo, &["rev-parse", "HEAD"])
+        self.repo.git(&["add", "-A"]);
+        self.repo
+            .git(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.repo.head()
     }
 
     pub fn spec(&self, path: &str, automated: Option<SyncPolicyAutomated>) -> ApplicationSpec {
         ApplicationSpec {
             project: "default".into(),
             source: ApplicationSource {
-                repo_url: self.repo.display().to_string(),
+                repo_url: self.repo.path().display().to_string(),
                 target_revision: "main".into(),
                 path: path.into(),
                 ..ApplicationSource::default()
@@ -163,20 +133,13 @@ impl Env {
         what: &str,
         pred: impl Fn(&Application) -> bool,
     ) -> Application {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let app = self.apps.get(name).await.expect("get app");
-            if pred(&app) {
-                return app;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "application {name}: gave up waiting for {what}; last:\n{}",
-                    serde_json::to_string_pretty(&app).unwrap()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_app(
+            &self.apps,
+            name,
+            &format!("application {name}: {what}"),
+            pred,
+        )
+        .await
     }
 
     pub async fn until_cm(
