@@ -36,7 +36,7 @@ pub struct Comparison {
     /// The desired state.
     pub desired: Desired,
     /// Live objects tracked by the application (all watched kinds of the app).
-    pub live: Vec<Value>,
+    pub live: Vec<Arc<Value>>,
     /// Per object.
     pub resources: Vec<ResourceStatus>,
     /// Roll-up.
@@ -285,7 +285,7 @@ pub fn compare(
     let mut shared_objects = Vec::new();
     let mut diff_status = HashMap::new();
     let mut seen: BTreeSet<(String, String, String, String)> = BTreeSet::new();
-    let mut live_seen: HashMap<(String, String, String, String), Value> = HashMap::new();
+    let mut live_seen: HashMap<(String, String, String, String), Arc<Value>> = HashMap::new();
     let mut images = BTreeSet::new();
     let mut all_synced = true;
 
@@ -320,7 +320,7 @@ pub fn compare(
                 other.1
             ));
         }
-        let d = diff::diff(Some(obj), live_value.as_ref(), &diff_opts)
+        let d = diff::diff(Some(obj), live_value.as_deref(), &diff_opts)
             .map_err(|e| format!("{}: {e}", describe(obj)))?;
         let status = match d.status {
             DiffStatus::Synced => appapi::SYNC_SYNCED,

@@ -708,15 +708,25 @@ async fn reconcile(
         outcome.fingerprint = Some(fingerprint(&after));
     }
 
+    // Each form is serialized once: compared without reconciledAt, then written as the body.
     let mut old = serde_json::to_value(&previous).unwrap_or(Value::Null);
     let mut new = serde_json::to_value(&status).unwrap_or(Value::Null);
     if let (Some(o), Some(n)) = (old.as_object_mut(), new.as_object_mut()) {
-        o.remove("reconciledAt");
-        n.remove("reconciledAt");
+        o.shift_remove("reconciledAt");
+        n.shift_remove("reconciledAt");
     }
     if old != new || due || refresh.is_some() || previous.reconciled_at.is_none() {
-        status.reconciled_at = Some(now_rfc3339());
-        outcome.written = write_status(&apps, app.name(), &previous, &status).await?;
+        let now = now_rfc3339();
+        status.reconciled_at = Some(now.clone());
+        let body = match new {
+            Value::Object(mut n) => {
+                n.insert("reconciledAt".into(), Value::String(now));
+                Value::Object(n)
+            }
+            // A status struct always serializes to an object; the general path covers the rest.
+            _ => serde_json::to_value(&status).unwrap_or_else(|_| json!({})),
+        };
+        outcome.written = patch_status(&apps, app.name(), &old, body).await?;
     }
     if clear_operation {
         // A controller stopped right before this finds the result recorded for the same
@@ -766,14 +776,20 @@ async fn write_status(
     previous: &ApplicationStatus,
     status: &ApplicationStatus,
 ) -> Result<Option<String>, ControllerError> {
-    let mut body = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
-    if let (Some(old), Some(new)) = (
-        serde_json::to_value(previous)
-            .ok()
-            .as_ref()
-            .and_then(Value::as_object),
-        body.as_object_mut(),
-    ) {
+    let body = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
+    let previous = serde_json::to_value(previous).unwrap_or(Value::Null);
+    patch_status(apps, name, &previous, body).await
+}
+
+/// Writes the serialized status `body` with a merge patch; fields of the serialized
+/// `previous` status absent from `body` are nulled. Returns the new resourceVersion.
+async fn patch_status(
+    apps: &Api<Application>,
+    name: &str,
+    previous: &Value,
+    mut body: Value,
+) -> Result<Option<String>, ControllerError> {
+    if let (Some(old), Some(new)) = (previous.as_object(), body.as_object_mut()) {
         for k in old.keys() {
             if !new.contains_key(k) {
                 new.insert(k.clone(), Value::Null);

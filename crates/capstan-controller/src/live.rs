@@ -36,7 +36,43 @@ pub struct Watched {
     /// The reflector's store.
     pub store: Store<DynamicObject>,
     index: Arc<Mutex<TrackIndex>>,
+    values: Arc<Mutex<ValueCache>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The JSON form of live objects, per object, valid for one resourceVersion.
+///
+/// Serializing a live object (managed fields, status) was the largest part of a no-change
+/// comparison; an object that did not change keeps its resourceVersion, so its JSON is made
+/// once per change instead of once per comparison. An entry is dropped when a watch event
+/// replaces or deletes its object, so the cache holds at most one value per live object.
+#[derive(Default)]
+struct ValueCache {
+    by_object: HashMap<ObjectKey, (String, Arc<serde_json::Value>)>,
+}
+
+impl ValueCache {
+    /// The cached value of `obj` at `resource_version`, or `make()`'s, cached from now on.
+    fn get_or_make(
+        &mut self,
+        obj: ObjectKey,
+        resource_version: &str,
+        make: impl FnOnce() -> serde_json::Value,
+    ) -> Arc<serde_json::Value> {
+        match self.by_object.get(&obj) {
+            Some((rv, v)) if rv == resource_version => Arc::clone(v),
+            _ => {
+                let v = Arc::new(make());
+                self.by_object
+                    .insert(obj, (resource_version.to_string(), Arc::clone(&v)));
+                v
+            }
+        }
+    }
+
+    fn forget(&mut self, obj: &ObjectKey) {
+        self.by_object.remove(obj);
+    }
 }
 
 /// An object of a watched kind: namespace (empty for cluster-scoped kinds) and name.
@@ -99,8 +135,15 @@ impl Drop for Watched {
 
 impl Watched {
     /// The object as JSON, with `apiVersion` and `kind` set from the watched resource (list
-    /// responses leave them out of their items).
-    pub fn value(&self, obj: &DynamicObject) -> serde_json::Value {
+    /// responses leave them out of their items). Made once per resourceVersion of the object.
+    pub fn value(&self, obj: &DynamicObject) -> Arc<serde_json::Value> {
+        match obj.metadata.resource_version.as_deref() {
+            Some(rv) => lock(&self.values).get_or_make(object_key(obj), rv, || self.to_json(obj)),
+            None => Arc::new(self.to_json(obj)),
+        }
+    }
+
+    fn to_json(&self, obj: &DynamicObject) -> serde_json::Value {
         // A DynamicObject always serializes: typed metadata and a JSON map.
         let mut v = serde_json::to_value(obj).unwrap_or(serde_json::Value::Null);
         if let Some(map) = v.as_object_mut() {
@@ -187,6 +230,8 @@ impl LiveCache {
         let kind = gvk.kind.clone();
         let index: Arc<Mutex<TrackIndex>> = Arc::default();
         let task_index = Arc::clone(&index);
+        let values: Arc<Mutex<ValueCache>> = Arc::default();
+        let task_values = Arc::clone(&values);
         let (indexed_tx, mut indexed_rx) = tokio::sync::watch::channel(false);
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff();
@@ -197,16 +242,20 @@ impl LiveCache {
                 // finds the object under its application.
                 let app = match event {
                     Ok(watcher::Event::Apply(obj)) => {
+                        lock(&task_values).forget(&object_key(&obj));
                         let app = owner(&obj);
                         lock(&task_index).set(object_key(&obj), app.clone());
                         app
                     }
                     Ok(watcher::Event::Delete(obj)) => {
+                        lock(&task_values).forget(&object_key(&obj));
                         let app = owner(&obj);
                         lock(&task_index).set(object_key(&obj), None);
                         app
                     }
                     Ok(watcher::Event::Init) => {
+                        // Objects deleted while the watch was down get no Delete event.
+                        lock(&task_values).by_object.clear();
                         lock(&task_index).relisting = Some(HashMap::new());
                         None
                     }
@@ -245,6 +294,7 @@ impl LiveCache {
             namespaced,
             store: store.clone(),
             index,
+            values,
             task,
         });
         // Ready when the first list is both in the store and in the index (the index follows
@@ -354,5 +404,32 @@ mod tests {
         assert_eq!(objects_of(&index, "a"), ["new"]);
         assert!(objects_of(&index, "b").is_empty());
         assert_eq!(index.by_object.len(), 1);
+    }
+
+    #[test]
+    fn a_live_value_is_made_once_per_resource_version() {
+        let mut cache = ValueCache::default();
+        let made = std::cell::Cell::new(0);
+        let get = |cache: &mut ValueCache, rv: &str, data: i64| {
+            cache.get_or_make(obj("cm"), rv, || {
+                made.set(made.get() + 1);
+                serde_json::json!({ "data": data })
+            })
+        };
+        let first = get(&mut cache, "1", 1);
+        let again = get(&mut cache, "1", 99);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(*again, serde_json::json!({ "data": 1 }));
+
+        // A new resourceVersion is a new object: made again, and it replaces the old entry.
+        let changed = get(&mut cache, "2", 2);
+        assert_eq!(*changed, serde_json::json!({ "data": 2 }));
+        assert_eq!(cache.by_object.len(), 1);
+
+        // Forgotten (watch event): made again even at the same resourceVersion.
+        cache.forget(&obj("cm"));
+        let remade = get(&mut cache, "2", 3);
+        assert_eq!(*remade, serde_json::json!({ "data": 3 }));
+        assert_eq!(made.get(), 3);
     }
 }

@@ -290,7 +290,7 @@ pub async fn diff(
         let live = by_gvk
             .get(&gvk)
             .and_then(|w| w.get(namespace, name).map(|o| w.value(&o)));
-        let d = diff::diff(Some(obj), live.as_ref(), &opts)
+        let d = diff::diff(Some(obj), live.as_deref(), &opts)
             .map_err(|e| failure(app, format!("{}: {e}", compare::describe(obj))))?;
         seen.insert(ObjectId {
             group: gvk.group.clone(),
@@ -393,7 +393,7 @@ pub async fn live_object(
     let gvk = GroupVersionKind::gvk(&resource.group, &resource.version, &resource.kind);
     let watched = shared.live.watch(&gvk).await?;
     Ok(watched.get(&id.namespace, &id.name).map(|obj| {
-        let mut value = watched.value(&obj);
+        let mut value = (*watched.value(&obj)).clone();
         mask_secret(&mut value);
         value
     }))

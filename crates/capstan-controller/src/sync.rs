@@ -161,7 +161,9 @@ pub async fn execute(
     opts.cluster_scoped
         .extend(cmp.cluster_scoped.iter().cloned());
     opts.destination_namespace_exists = namespace_exists(shared, &req.destination_namespace).await;
-    let the_plan = match plan::plan(&cmp.desired.objects, &cmp.live, &opts) {
+    // The plan owns its objects; a sync is rare next to comparisons, which share the values.
+    let live: Vec<Value> = cmp.live.iter().map(|v| Value::clone(v)).collect();
+    let the_plan = match plan::plan(&cmp.desired.objects, &live, &opts) {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot plan the sync: {e}")),
     };
