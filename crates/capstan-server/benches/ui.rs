@@ -130,19 +130,9 @@ async fn main() {
     let Some(browser) = Browser::find_or_skip("ui benchmark") else {
         return;
     };
-    let cluster = devcluster::DevCluster::start(devcluster::Config::default())
-        .await
-        .expect("devcluster starts");
-    let client = cluster.client();
     // The users Secret lives in the controller's namespace.
-    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "capstan"}
-    }))
-    .expect("a Namespace");
-    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .create(&Default::default(), &ns)
-        .await
-        .expect("namespace capstan");
+    let cluster = capstan_testkit::start_cluster(&["capstan"]).await;
+    let client = cluster.client();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = serve_unwatched(
         Config {
@@ -164,7 +154,7 @@ async fn main() {
     let base = format!("http://{}", server.addr);
 
     let driver = webdriver::Driver::start(&browser).await;
-    let profile = tempfile::tempdir().expect("profile directory");
+    let profile = capstan_testkit::temp_dir("ui-bench-profile");
     let s = driver.session(&browser, profile.path(), (1400, 1000)).await;
     s.goto(&format!("{base}/")).await;
     s.type_text(&s.find("#username").await, "admin").await;

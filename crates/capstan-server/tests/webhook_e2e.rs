@@ -6,42 +6,19 @@ mod common;
 
 use capstan_api::application::{SyncPolicy, SyncPolicyAutomated};
 use capstan_server::webhook::hmac_sha256;
+use capstan_testkit::{GitRepo, temp_dir};
 use common::{Env, app};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn commit(repo: &Path, value: &str) -> String {
-    std::fs::create_dir_all(repo.join("app")).unwrap();
-    std::fs::write(
-        repo.join("app/cm.yaml"),
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hooked\ndata:\n  key: \"{value}\"\n"),
+fn commit(repo: &GitRepo, value: &str) -> String {
+    repo.write(
+        "app/cm.yaml",
+        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hooked\ndata:\n  key: \"{value}\"\n"),
     )
-    .unwrap();
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", value]);
-    git(repo, &["rev-parse", "HEAD"])
+    .commit(value)
 }
 
 async fn until_revision(env: &Env, want: &str, what: &str) {
@@ -60,10 +37,8 @@ async fn until_revision(env: &Env, want: &str, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_webhook_deploys_a_commit_without_waiting_for_the_refresh_interval() {
     let env = Env::start().await;
-    let dirs = tempfile::tempdir().unwrap();
-    let repo = dirs.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
+    let dirs = temp_dir("webhook-e2e");
+    let repo = GitRepo::init(dirs.path().join("repo"));
     let first = commit(&repo, "one");
 
     let config = capstan_controller::Config {
@@ -85,7 +60,7 @@ async fn a_push_webhook_deploys_a_commit_without_waiting_for_the_refresh_interva
         .unwrap();
 
     let mut a = app("hooked");
-    a.spec.source.repo_url = repo.display().to_string();
+    a.spec.source.repo_url = repo.path().display().to_string();
     a.spec.source.path = "app".into();
     a.spec.sync_policy = Some(SyncPolicy {
         automated: Some(SyncPolicyAutomated {
@@ -110,8 +85,8 @@ async fn a_push_webhook_deploys_a_commit_without_waiting_for_the_refresh_interva
         "ref": "refs/heads/main",
         "after": second,
         "repository": {
-            "html_url": format!("file://{}", repo.display()),
-            "clone_url": format!("file://{}/.git", repo.display()),
+            "html_url": repo.url(),
+            "clone_url": format!("{}/.git", repo.url()),
             "default_branch": "main"
         }
     })
