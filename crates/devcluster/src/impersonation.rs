@@ -142,10 +142,9 @@ pub fn apply(state: &State, headers: &HeaderMap, caller: UserInfo) -> Result<Use
         Some((ns, sa)) => {
             check("", "serviceaccounts", "", ns, sa)?;
             if req.groups.is_empty() {
-                groups = vec![
-                    "system:serviceaccounts".into(),
-                    format!("system:serviceaccounts:{ns}"),
-                ];
+                // The groups a service account authenticates with (they already include
+                // `system:authenticated`, which the check below then does not add again).
+                groups = rbac::service_account_info(ns, sa).groups;
             }
         }
         None => check("", "users", "", "", &user)?,
