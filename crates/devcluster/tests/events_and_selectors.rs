@@ -75,6 +75,14 @@ impl Env {
     async fn json(&self, args: &[&str]) -> Value {
         serde_json::from_str(&self.run(args, None).await).unwrap()
     }
+
+    /// `kubectl get SCOPE... --field-selector SELECTOR -o json`.
+    async fn select(&self, scope: &[&str], selector: &str) -> Value {
+        let mut args = vec!["get"];
+        args.extend_from_slice(scope);
+        args.extend_from_slice(&["--field-selector", selector, "-o", "json"]);
+        self.json(&args).await
+    }
 }
 
 fn items(list: &Value) -> &Vec<Value> {
@@ -310,41 +318,16 @@ async fn field_selectors_per_kind_for_list_watch_and_describe() {
             .collect()
     };
     let running = env
-        .json(&[
-            "get",
-            "pods",
-            "-n",
-            "demo",
-            "--field-selector",
-            "status.phase=Running",
-            "-o",
-            "json",
-        ])
+        .select(&["pods", "-n", "demo"], "status.phase=Running")
         .await;
     assert_eq!(names(&running).len(), 2);
-    let pending = env
-        .json(&[
-            "get",
-            "pods",
-            "-A",
-            "--field-selector",
-            "status.phase==Pending",
-            "-o",
-            "json",
-        ])
-        .await;
+    let pending = env.select(&["pods", "-A"], "status.phase==Pending").await;
     assert!(names(&pending).is_empty());
     let on_node = env
-        .json(&[
-            "get",
-            "pods",
-            "-n",
-            "demo",
-            "--field-selector",
+        .select(
+            &["pods", "-n", "demo"],
             &format!("spec.nodeName={node},metadata.name!={pod}"),
-            "-o",
-            "json",
-        ])
+        )
         .await;
     assert!(!names(&on_node).contains(&pod), "{on_node}");
     assert!(names(&on_node).len() <= 1);
@@ -363,54 +346,14 @@ async fn field_selectors_per_kind_for_list_watch_and_describe() {
     )
     .await;
     let tls = env
-        .json(&[
-            "get",
-            "secrets",
-            "-n",
-            "demo",
-            "--field-selector",
-            "type=kubernetes.io/tls",
-            "-o",
-            "json",
-        ])
+        .select(&["secrets", "-n", "demo"], "type=kubernetes.io/tls")
         .await;
     assert!(names(&tls).is_empty());
-    let opaque = env
-        .json(&[
-            "get",
-            "secrets",
-            "-n",
-            "demo",
-            "--field-selector",
-            "type=Opaque",
-            "-o",
-            "json",
-        ])
-        .await;
+    let opaque = env.select(&["secrets", "-n", "demo"], "type=Opaque").await;
     assert_eq!(names(&opaque), ["plain"]);
-    let active = env
-        .json(&[
-            "get",
-            "namespaces",
-            "--field-selector",
-            "status.phase=Active",
-            "-o",
-            "json",
-        ])
-        .await;
+    let active = env.select(&["namespaces"], "status.phase=Active").await;
     assert!(names(&active).contains(&"demo".to_string()));
-    let rs = env
-        .json(&[
-            "get",
-            "rs",
-            "-n",
-            "demo",
-            "--field-selector",
-            "status.replicas=2",
-            "-o",
-            "json",
-        ])
-        .await;
+    let rs = env.select(&["rs", "-n", "demo"], "status.replicas=2").await;
     assert_eq!(names(&rs).len(), 1, "{rs}");
 
     // An unsupported label is a 400 worded as Kubernetes words it, for list and watch.
