@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench -p capstan-server --bench ui`. Needs chromium and chromedriver.
 
+#[path = "../tests/ui_support/server.rs"]
+mod server;
 #[path = "../tests/ui_support/webdriver.rs"]
 mod webdriver;
 
@@ -15,9 +17,7 @@ use capstan_api::application::{
     Application, ApplicationDestination, ApplicationSource, ApplicationSpec, HealthStatus,
     SyncStatus,
 };
-use capstan_server::{Config, serve_unwatched};
 use serde_json::Value;
-use std::net::SocketAddr;
 use webdriver::{Browser, Session};
 
 const RUNS: usize = 15;
@@ -133,25 +133,8 @@ async fn main() {
     // The users Secret lives in the controller's namespace.
     let cluster = capstan_testkit::start_cluster(&["capstan"]).await;
     let client = cluster.client();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = serve_unwatched(
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            insecure_cookies: true,
-            ..Config::default()
-        },
-        client,
-        async move {
-            let _ = stop_rx.await;
-        },
-    )
-    .await
-    .expect("API server starts");
-    let password = server
-        .initial_admin_password
-        .clone()
-        .expect("a fresh cluster gets a generated admin password");
-    let base = format!("http://{}", server.addr);
+    let server = server::UiServer::start_unwatched(&client).await;
+    let (base, password) = (server.base.clone(), server.password.clone());
 
     let driver = webdriver::Driver::start(&browser).await;
     let profile = capstan_testkit::temp_dir("ui-bench-profile");
@@ -162,9 +145,9 @@ async fn main() {
     s.click_css("#login-submit").await;
     s.find("#apps").await;
 
-    server.cache.replace_all((0..10).map(app).collect());
+    server.cache().replace_all((0..10).map(app).collect());
     let (small_render, small_request) = measure(&s, &base).await;
-    server.cache.replace_all((0..10_000).map(app).collect());
+    server.cache().replace_all((0..10_000).map(app).collect());
     let (big_render, big_request) = measure(&s, &base).await;
     let rows = s
         .exec(
@@ -188,6 +171,5 @@ async fn main() {
     );
 
     s.quit().await;
-    let _ = stop_tx.send(());
-    server.wait().await;
+    server.stop().await;
 }
