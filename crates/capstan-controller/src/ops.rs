@@ -13,7 +13,6 @@ use capstan_api::application::{
 };
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use std::time::Duration;
 
 use crate::ControllerError;
 
@@ -314,55 +313,6 @@ pub async fn unlock(
     )
     .await;
     Ok(true)
-}
-
-/// What to wait for.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WaitFor {
-    /// status.sync.status == Synced.
-    pub synced: bool,
-    /// status.health.status == Healthy.
-    pub healthy: bool,
-    /// No operation requested or running.
-    pub operation: bool,
-}
-
-/// Polls the Application until `what` holds or `timeout` passes; returns the last state seen.
-pub async fn wait(
-    api: &Api<Application>,
-    name: &str,
-    what: WaitFor,
-    timeout: Duration,
-) -> Result<Application, ControllerError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let app = get(api, name).await?;
-        let status = app.status.clone().unwrap_or_default();
-        let synced = status.sync.as_ref().is_some_and(|s| s.status == "Synced");
-        let healthy = status
-            .health
-            .as_ref()
-            .is_some_and(|h| h.status == "Healthy");
-        let idle = !operation_busy(&app);
-        if (!what.synced || synced) && (!what.healthy || healthy) && (!what.operation || idle) {
-            return Ok(app);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ControllerError::Other(format!(
-                "timed out waiting for application {name}: sync {}, health {}, operation {}",
-                status.sync.map(|s| s.status).unwrap_or_else(|| "-".into()),
-                status
-                    .health
-                    .map(|h| h.status)
-                    .unwrap_or_else(|| "-".into()),
-                status
-                    .operation_state
-                    .map(|s| format!("{} ({})", s.phase, s.message))
-                    .unwrap_or_else(|| "-".into())
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Deletes an Application; with `cascade`, the resources finalizer is added first so that the
