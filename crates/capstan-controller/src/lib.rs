@@ -1166,8 +1166,8 @@ fn watch_termination(
 /// Selects ring as the process's TLS provider (once; later calls do nothing). Call it before
 /// building a kube client in a binary that links several rustls backends.
 pub fn ensure_crypto_provider() {
-    // An error only means a provider is installed already, which is what we want.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // One installation for the whole process: the source crate's, which its Git connections use.
+    capstan_source::ensure_crypto_provider();
 }
 
 /// An Application being deleted: with [`appapi::RESOURCES_FINALIZER`], its objects are deleted
