@@ -143,6 +143,12 @@ async fn token_for(client: kube::Client, ns: &str, sa: &str) -> String {
 }
 
 /// The API error of a refused call.
+/// Asserts that a kubectl run failed with `message` in its stderr.
+fn assert_refused(r: &common::Run, message: &str) {
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stderr.contains(message), "{}", r.stderr);
+}
+
 fn api_err<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> Box<kube::core::Status> {
     match r {
         Err(kube::Error::Api(s)) => s,
@@ -232,11 +238,9 @@ async fn restricted_service_account_is_refused_what_its_role_does_not_grant() {
         None,
     )
     .await;
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains("configmaps is forbidden: User \"system:serviceaccount:team:reader\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"team\""),
-        "{}",
-        r.stderr
+    assert_refused(
+        &r,
+        "configmaps is forbidden: User \"system:serviceaccount:team:reader\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"team\"",
     );
     let r = kubectl(k, &kc, &["-n", "other", "get", "configmaps"], None).await;
     assert!(
@@ -696,13 +700,9 @@ async fn impersonation_is_authorized_and_then_runs_as_the_impersonated_identity(
         None,
     )
     .await;
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains(
-            "configmaps is forbidden: User \"system:serviceaccount:team:reader\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"other\""
-        ),
-        "{}",
-        r.stderr
+    assert_refused(
+        &r,
+        "configmaps is forbidden: User \"system:serviceaccount:team:reader\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"other\"",
     );
     let r = kubectl(
         &env.kubectl,
@@ -731,13 +731,9 @@ async fn impersonation_is_authorized_and_then_runs_as_the_impersonated_identity(
         None,
     )
     .await;
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains(
-            "users \"admin\" is forbidden: User \"system:serviceaccount:team:reader\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
-        ),
-        "{}",
-        r.stderr
+    assert_refused(
+        &r,
+        "users \"admin\" is forbidden: User \"system:serviceaccount:team:reader\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
     );
     let r = kubectl(
         &env.kubectl,
@@ -879,13 +875,7 @@ async fn impersonation_without_rbac_applies_the_identity() {
         None,
     )
     .await;
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr
-            .contains("User \"jane\" cannot get path \"/devcluster/faults\""),
-        "{}",
-        r.stderr
-    );
+    assert_refused(&r, "User \"jane\" cannot get path \"/devcluster/faults\"");
     kubectl_ok(
         &bin,
         kc,
