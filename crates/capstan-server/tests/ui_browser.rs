@@ -44,6 +44,22 @@ fn commit_release(repo: &GitRepo, tag: &str) -> String {
     .commit(&format!("release {tag}"))
 }
 
+/// Creates the application under test, `capstan/web` on the repository's `app` directory,
+/// compared every second so that new commits show up without waiting for the default interval.
+async fn create_web(apps: &Api<Application>, repo: &GitRepo, automated: bool) {
+    let mut web = Application::new("capstan", "web", spec(repo, "app", automated));
+    web.metadata.annotations = Some(
+        [(
+            capstan_api::annotations::REFRESH_INTERVAL.to_string(),
+            "1s".to_string(),
+        )]
+        .into(),
+    );
+    apps.create(&PostParams::default(), &web)
+        .await
+        .expect("create web");
+}
+
 fn spec(repo: &GitRepo, path: &str, automated: bool) -> ApplicationSpec {
     ApplicationSpec {
         project: "default".into(),
@@ -118,17 +134,7 @@ async fn login_sync_rollback_lock_and_unlock_from_the_browser() {
 
     // The application under test (automated, self-heal) and a few neighbours for the list.
     let apps: Api<Application> = Api::namespaced(client.clone(), "capstan");
-    let mut web = Application::new("capstan", "web", spec(&repo, "app", true));
-    web.metadata.annotations = Some(
-        [(
-            capstan_api::annotations::REFRESH_INTERVAL.to_string(),
-            "1s".to_string(),
-        )]
-        .into(),
-    );
-    apps.create(&PostParams::default(), &web)
-        .await
-        .expect("create web");
+    create_web(&apps, &repo, true).await;
     for name in ["billing", "catalog", "search"] {
         let other = Application::new("capstan", name, spec(&repo, "missing-path", false));
         apps.create(&PostParams::default(), &other)
@@ -420,17 +426,7 @@ async fn diff_panel_shows_a_new_commits_change_live() {
 
     // Auto-sync off: a new commit is compared, never applied by itself.
     let apps: Api<Application> = Api::namespaced(client.clone(), "capstan");
-    let mut web = Application::new("capstan", "web", spec(&repo, "app", false));
-    web.metadata.annotations = Some(
-        [(
-            capstan_api::annotations::REFRESH_INTERVAL.to_string(),
-            "1s".to_string(),
-        )]
-        .into(),
-    );
-    apps.create(&PostParams::default(), &web)
-        .await
-        .expect("create web");
+    create_web(&apps, &repo, false).await;
 
     // The controller, and the server answering the diff through the controller's handle.
     let cache = tempfile::tempdir().unwrap();
