@@ -239,14 +239,9 @@ pub async fn prepare_kinds(
     Ok(kinds.into_values().collect())
 }
 
-/// Compares the desired objects with the live ones.
-pub fn compare(
-    shared: &Shared,
-    app: &Application,
-    desired: Desired,
-    kinds: &[Arc<Watched>],
-) -> Result<Comparison, String> {
-    let key: AppKey = (app.namespace().to_string(), app.name().to_string());
+/// The comparison options of `app`: its `ignoreDifferences` and Capstan's field manager. The
+/// one definition the reconcile and the manifests/diff views share; the error names the field.
+pub(crate) fn diff_options(app: &Application) -> Result<DiffOptions, String> {
     let ignore: Vec<IgnoreDifference> = app
         .spec
         .ignore_differences
@@ -257,8 +252,41 @@ pub fn compare(
                 .map_err(|e| format!("spec.ignoreDifferences: {e}"))
         })
         .collect::<Result<_, _>>()?;
-    let diff_opts = DiffOptions::new(ignore, ann::FIELD_MANAGER)
-        .map_err(|e| format!("spec.ignoreDifferences: {e}"))?;
+    DiffOptions::new(ignore, ann::FIELD_MANAGER).map_err(|e| format!("spec.ignoreDifferences: {e}"))
+}
+
+/// Refuses a destination other than the in-cluster one (the only cluster Capstan knows), with
+/// the message the Application's condition shows.
+pub(crate) fn check_destination(app: &Application) -> Result<(), String> {
+    let dest = &app.spec.destination;
+    let in_cluster = match (&dest.server, &dest.name) {
+        (Some(server), _) if !server.is_empty() => server == appapi::IN_CLUSTER_SERVER,
+        (_, Some(name)) if !name.is_empty() => name == appapi::IN_CLUSTER_NAME,
+        _ => true,
+    };
+    if in_cluster {
+        return Ok(());
+    }
+    Err(format!(
+        "spec.destination: unknown cluster {}; only {} (name {}) is configured",
+        dest.server
+            .clone()
+            .or_else(|| dest.name.clone())
+            .unwrap_or_default(),
+        appapi::IN_CLUSTER_SERVER,
+        appapi::IN_CLUSTER_NAME
+    ))
+}
+
+/// Compares the desired objects with the live ones.
+pub fn compare(
+    shared: &Shared,
+    app: &Application,
+    desired: Desired,
+    kinds: &[Arc<Watched>],
+) -> Result<Comparison, String> {
+    let key: AppKey = (app.namespace().to_string(), app.name().to_string());
+    let diff_opts = diff_options(app)?;
 
     let by_gvk: HashMap<(String, String, String), &Arc<Watched>> = kinds
         .iter()

@@ -817,23 +817,7 @@ async fn compare_app(
     hard: bool,
     since: Instant,
 ) -> Result<(Comparison, Vec<Arc<live::Watched>>), String> {
-    let dest = &app.spec.destination;
-    let in_cluster = match (&dest.server, &dest.name) {
-        (Some(server), _) if !server.is_empty() => server == appapi::IN_CLUSTER_SERVER,
-        (_, Some(name)) if !name.is_empty() => name == appapi::IN_CLUSTER_NAME,
-        _ => true,
-    };
-    if !in_cluster {
-        return Err(format!(
-            "spec.destination: unknown cluster {}; only {} (name {}) is configured",
-            dest.server
-                .clone()
-                .or_else(|| dest.name.clone())
-                .unwrap_or_default(),
-            appapi::IN_CLUSTER_SERVER,
-            appapi::IN_CLUSTER_NAME
-        ));
-    }
+    compare::check_destination(app)?;
     let mut desired: Desired = compare::render(shared, app, source, revision, hard, since).await?;
     let kinds = compare::prepare_kinds(shared, app, &mut desired).await?;
     let cmp = compare::compare(shared, app, desired, &kinds)?;

@@ -10,9 +10,8 @@
 //! Secret values never leave this module: the engine masks them in diffs, and
 //! [`mask_secret`] masks whole objects with the same placeholder.
 
-use capstan_api::annotations as ann;
-use capstan_api::application::{self as appapi, Application};
-use capstan_engine::diff::{self, DiffOptions, DiffStatus, IgnoreDifference};
+use capstan_api::application::Application;
+use capstan_engine::diff::{self, DiffOptions, DiffStatus};
 use kube::api::GroupVersionKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -190,18 +189,7 @@ fn failure(app: &Application, message: String) -> ControllerError {
 /// The comparison options of `app`: its `ignoreDifferences` and Capstan's field manager, as the
 /// controller's comparison builds them.
 pub fn diff_options(app: &Application) -> Result<DiffOptions, ControllerError> {
-    let ignore: Vec<IgnoreDifference> = app
-        .spec
-        .ignore_differences
-        .iter()
-        .map(|d| {
-            serde_json::to_value(d)
-                .and_then(serde_json::from_value)
-                .map_err(|e| failure(app, format!("spec.ignoreDifferences: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    DiffOptions::new(ignore, ann::FIELD_MANAGER)
-        .map_err(|e| failure(app, format!("spec.ignoreDifferences: {e}")))
+    compare::diff_options(app).map_err(|text| failure(app, text))
 }
 
 /// Renders `app` (its targetRevision, or `revision`), sets namespaces and makes sure every
@@ -211,26 +199,7 @@ async fn desired_and_kinds(
     app: &Application,
     revision: Option<&str>,
 ) -> Result<(Desired, Vec<Arc<Watched>>), ControllerError> {
-    let dest = &app.spec.destination;
-    let in_cluster = match (&dest.server, &dest.name) {
-        (Some(server), _) if !server.is_empty() => server == appapi::IN_CLUSTER_SERVER,
-        (_, Some(name)) if !name.is_empty() => name == appapi::IN_CLUSTER_NAME,
-        _ => true,
-    };
-    if !in_cluster {
-        return Err(failure(
-            app,
-            format!(
-                "spec.destination: unknown cluster {}; only {} (name {}) is configured",
-                dest.server
-                    .clone()
-                    .or_else(|| dest.name.clone())
-                    .unwrap_or_default(),
-                appapi::IN_CLUSTER_SERVER,
-                appapi::IN_CLUSTER_NAME
-            ),
-        ));
-    }
+    compare::check_destination(app).map_err(|text| failure(app, text))?;
     let revision = revision.filter(|r| !r.is_empty());
     let mut desired = compare::render(
         shared,
