@@ -114,6 +114,12 @@ pub struct Shared {
     /// When the Application watch first showed each pending `capstan.dev/refresh` annotation:
     /// a normal refresh is content with Git as seen by a ref listing begun after that moment.
     refresh_seen: Mutex<HashMap<AppKey, Instant>>,
+    /// The stop flag of each running sync, raised by the Application watch when a person marks
+    /// the operation Terminating (one watch for all applications, none per sync).
+    running: Mutex<HashMap<AppKey, sync::StopFlag>>,
+    /// When [`RefreshAll::refresh_all`] last asked for a refresh of every application: a
+    /// comparison older than this is due, as if the refresh interval had passed.
+    refresh_all_at: Mutex<Option<Instant>>,
 }
 
 /// How long a ref listing of a repository serves the comparisons that nothing in particular
@@ -137,6 +143,26 @@ struct Memo {
 pub struct Controller {
     shared: Arc<Shared>,
     triggers: mpsc::UnboundedReceiver<AppKey>,
+    refresh_all: mpsc::UnboundedReceiver<()>,
+    refresh_all_tx: mpsc::UnboundedSender<()>,
+}
+
+/// Asks a running [`Controller`] for one refresh of every application, exactly as the refresh
+/// timer does when the interval has passed (no annotation is written, so nothing but the
+/// refresh itself is done). `capstan bench scale` measures one refresh cycle with it.
+#[derive(Clone)]
+pub struct RefreshAll {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<()>,
+}
+
+impl RefreshAll {
+    /// Queues every application for a refresh; returns at once.
+    pub fn refresh_all(&self) {
+        *lock(&self.shared.refresh_all_at) = Some(Instant::now());
+        // The controller gone means there is nothing left to refresh.
+        let _ = self.tx.send(());
+    }
 }
 
 /// Installs (server-side applies) the Application CRD and waits until it is served.
@@ -202,11 +228,24 @@ impl Controller {
             dirty,
             memo: Mutex::new(HashMap::new()),
             refresh_seen: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+            refresh_all_at: Mutex::new(None),
         };
+        let (refresh_all_tx, refresh_all) = mpsc::unbounded_channel();
         Ok(Controller {
             shared: Arc::new(shared),
             triggers: rx,
+            refresh_all,
+            refresh_all_tx,
         })
+    }
+
+    /// A handle to refresh every application at once (see [`RefreshAll`]).
+    pub fn refresh_handle(&self) -> RefreshAll {
+        RefreshAll {
+            shared: Arc::clone(&self.shared),
+            tx: self.refresh_all_tx.clone(),
+        }
     }
 
     /// The shared state (for tests and the HTTP server).
@@ -230,30 +269,31 @@ impl Controller {
         let config = kube::runtime::controller::Config::default()
             .concurrency(shared.config.concurrency)
             .debounce(Duration::from_millis(50));
-        // The Application watch, with a look at each event to note when a refresh annotation
-        // first appeared (see `refresh_seen`).
+        // The Application watch, with a look at each event: when a refresh annotation first
+        // appeared (see `refresh_seen`), whether a running sync is to be terminated, and what
+        // to forget about a deleted application.
         let (reader, writer) = kube::runtime::reflector::store();
         let seen = Arc::clone(&shared);
         let stream = kube::runtime::reflector(
             writer,
             watcher(apps, watcher::Config::default()).default_backoff(),
         )
-        .applied_objects()
         .map(move |event| {
-            if let Ok(app) = &event {
-                let key: AppKey = (app.namespace().to_string(), app.name().to_string());
-                let mut map = lock(&seen.refresh_seen);
-                if app.annotation(ann::REFRESH).is_some() {
-                    map.entry(key).or_insert_with(Instant::now);
-                } else {
-                    map.remove(&key);
+            match &event {
+                Ok(watcher::Event::Apply(app) | watcher::Event::InitApply(app)) => {
+                    observe_app(&seen, app)
                 }
+                Ok(watcher::Event::Delete(app)) => forget_app(&seen, app),
+                _ => {}
             }
             event
-        });
+        })
+        .applied_objects();
+        let refresh_all = tokio_stream_from(self.refresh_all);
         KubeController::for_stream(stream, reader)
             .with_config(config)
             .reconcile_on(triggers)
+            .reconcile_all_on(refresh_all)
             .run(reconcile_entry, error_policy, shared)
             .for_each(|result| async move {
                 if let Err(e) = result {
@@ -261,6 +301,41 @@ impl Controller {
                 }
             })
             .await;
+    }
+}
+
+/// What the Application watch notes of an added or changed application.
+fn observe_app(shared: &Shared, app: &Application) {
+    let key: AppKey = (app.namespace().to_string(), app.name().to_string());
+    {
+        let mut map = lock(&shared.refresh_seen);
+        if app.annotation(ann::REFRESH).is_some() {
+            map.entry(key.clone()).or_insert_with(Instant::now);
+        } else {
+            map.remove(&key);
+        }
+    }
+    let terminating = app
+        .status
+        .as_ref()
+        .and_then(|s| s.operation_state.as_ref())
+        .is_some_and(|s| s.phase == appapi::PHASE_TERMINATING);
+    if terminating && let Some(stop) = lock(&shared.running).get(&key) {
+        tracing::info!(
+            app = app.name(),
+            "terminating the running operation on request"
+        );
+        stop.stop();
+    }
+}
+
+/// An application is gone: what was remembered about it goes too.
+fn forget_app(shared: &Shared, app: &Application) {
+    let key: AppKey = (app.namespace().to_string(), app.name().to_string());
+    lock(&shared.refresh_seen).remove(&key);
+    lock(&shared.memo).remove(&key);
+    if let Some(stop) = lock(&shared.running).get(&key) {
+        stop.stop();
     }
 }
 
@@ -337,9 +412,10 @@ async fn reconcile_entry(
         (set.remove(&key), set.len())
     };
     shared.config.recorder.queue_depth(waiting);
-    let due = memo
-        .as_ref()
-        .is_none_or(|m| m.compared_at.elapsed() >= interval);
+    let refresh_all_at = *lock(&shared.refresh_all_at);
+    let due = memo.as_ref().is_none_or(|m| {
+        m.compared_at.elapsed() >= interval || refresh_all_at.is_some_and(|t| m.compared_at < t)
+    });
     let changed = memo.as_ref().is_none_or(|m| m.fingerprint != fp);
     if !(dirty || due || changed) {
         // Woken by our own status write or a duplicate trigger: nothing to do before the next
@@ -497,7 +573,7 @@ async fn reconcile(
     status.conditions.retain(|c| c.type_ == "SyncError");
     let mut comparison = None;
     match compared {
-        Ok((cmp, _kinds)) => {
+        Ok((cmp, kinds)) => {
             status.sync = Some(SyncStatus {
                 status: cmp.sync_status.to_string(),
                 revision: cmp.desired.revision.clone(),
@@ -517,7 +593,7 @@ async fn reconcile(
                     .conditions
                     .push(condition("SharedResourceWarning", s.clone(), &previous));
             }
-            comparison = Some(cmp);
+            comparison = Some((cmp, kinds));
         }
         Err(message) => {
             let kind = if message.starts_with("spec.") {
@@ -579,21 +655,21 @@ async fn reconcile(
         && let Some(op) = interrupted
     {
         tracing::info!(app = app.name(), "resuming an interrupted sync");
-        run_operation(shared, app, op, &mut status, 0).await;
+        run_operation(shared, app, op, &mut status, 0, comparison.as_ref()).await;
         ran_operation = true;
     } else if let Some(op) = &app.operation {
         let already_done = previous.operation_state.as_ref().is_some_and(|s| {
             &s.operation == op && s.phase != appapi::PHASE_RUNNING && s.finished_at.is_some()
         });
         if !already_done {
-            run_operation(shared, app, op.clone(), &mut status, 0).await;
+            run_operation(shared, app, op.clone(), &mut status, 0, comparison.as_ref()).await;
             ran_operation = true;
         }
         // The operation is done: it is cleared (as Argo CD does) once its result is written
         // below, so that whoever sees `operation` gone also sees the result, and a new one can
         // be requested.
         clear_operation = true;
-    } else if let Some(cmp) = &comparison
+    } else if let Some((cmp, _)) = &comparison
         && let Some(automated) = app
             .spec
             .sync_policy
@@ -671,7 +747,15 @@ async fn reconcile(
                 },
                 ..Operation::default()
             };
-            run_operation(shared, app, op, &mut status, retry_now.unwrap_or(0)).await;
+            run_operation(
+                shared,
+                app,
+                op,
+                &mut status,
+                retry_now.unwrap_or(0),
+                comparison.as_ref(),
+            )
+            .await;
             ran_operation = true;
             if self_heal {
                 outcome.self_healed_at = Some(Instant::now());
@@ -832,21 +916,24 @@ async fn run_operation(
     op: Operation,
     status: &mut ApplicationStatus,
     retry_count: i64,
+    fresh: Option<&(Comparison, Vec<Arc<live::Watched>>)>,
 ) {
-    execute_operation(shared, app, op, status, retry_count).await;
+    execute_operation(shared, app, op, status, retry_count, fresh).await;
     if let Some(state) = &status.operation_state {
         shared.config.recorder.sync_finished(&state.phase);
     }
 }
 
 /// Runs a sync operation and records it in `status`. Progress is written to the status as the
-/// sync goes.
+/// sync goes. `fresh` is the comparison this reconcile just made of the spec's source; it is
+/// used instead of rendering again when the operation asks for that source at that revision.
 async fn execute_operation(
     shared: &Shared,
     app: &Application,
     op: Operation,
     status: &mut ApplicationStatus,
     retry_count: i64,
+    fresh: Option<&(Comparison, Vec<Arc<live::Watched>>)>,
 ) {
     let started_at = now_rfc3339();
     let apps: Api<Application> = Api::namespaced(shared.client.clone(), app.namespace());
@@ -883,15 +970,26 @@ async fn execute_operation(
         state.finished_at = Some(now_rfc3339());
     };
 
-    let compared = compare_app(
-        shared,
-        app,
-        &source,
-        revision.as_deref(),
-        false,
-        Instant::now(),
-    )
-    .await;
+    let reusable = fresh.filter(|(c, _)| {
+        source == app.spec.source
+            && revision
+                .as_deref()
+                .is_none_or(|r| r == c.desired.revision.as_str())
+    });
+    let compared = match reusable {
+        Some((c, k)) => Ok((c.clone(), k.clone())),
+        None => {
+            compare_app(
+                shared,
+                app,
+                &source,
+                revision.as_deref(),
+                false,
+                Instant::now(),
+            )
+            .await
+        }
+    };
     let (cmp, kinds) = match compared {
         Ok(c) => c,
         Err(message) => {
@@ -959,6 +1057,11 @@ async fn execute_operation(
         format!("{what} started, initiated by {who}"),
     )
     .await;
+    // Registered before Running is written, so a Terminating written after it is seen by
+    // the Application watch (`observe_app`).
+    let stop = sync::StopFlag::default();
+    let key: AppKey = (app.namespace().to_string(), app.name().to_string());
+    lock(&shared.running).insert(key.clone(), stop.clone());
     let mut running = status.clone();
     running.operation_state = Some(state.clone());
     if let Err(e) = write_status(&apps, app.name(), status, &running).await {
@@ -976,9 +1079,8 @@ async fn execute_operation(
         allow_empty: policy.automated.as_ref().is_some_and(|a| a.allow_empty),
         dry_run: sync_op.dry_run,
         resources: sync_op.resources.clone(),
-        stop: sync::StopFlag::default(),
+        stop,
     };
-    let watch = watch_termination(apps.clone(), app.name().to_string(), req.stop.clone());
     let progress_apps = apps.clone();
     let name = app.name().to_string();
     let revision_synced = cmp.desired.revision.clone();
@@ -1019,7 +1121,7 @@ async fn execute_operation(
         })
     };
     let result = sync::execute(shared, &cmp, &kinds, &req, &progress).await;
-    watch.abort();
+    lock(&shared.running).remove(&key);
     state.sync_result = Some(SyncOperationResult {
         resources: result.resources,
         revision: cmp.desired.revision.clone(),
@@ -1110,41 +1212,6 @@ async fn execute_operation(
         .await;
     }
     status.operation_state = Some(state);
-}
-
-/// Watches the Application `name` and raises `stop` when its operation is marked Terminating
-/// (`DELETE …/operation`, `capstan app terminate-op`). The caller aborts the task once the sync
-/// is over.
-fn watch_termination(
-    apps: Api<Application>,
-    name: String,
-    stop: sync::StopFlag,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let mut events = std::pin::pin!(watcher(apps, config).default_backoff());
-        while let Some(event) = events.next().await {
-            let app = match event {
-                Ok(watcher::Event::Apply(app) | watcher::Event::InitApply(app)) => app,
-                Ok(_) => continue,
-                Err(e) => {
-                    // The watcher retries by itself; a gap only delays the stop.
-                    tracing::debug!(app = %name, error = %e, "watching for termination");
-                    continue;
-                }
-            };
-            let terminating = app
-                .status
-                .as_ref()
-                .and_then(|s| s.operation_state.as_ref())
-                .is_some_and(|s| s.phase == appapi::PHASE_TERMINATING);
-            if terminating {
-                tracing::info!(app = %name, "terminating the running operation on request");
-                stop.stop();
-                return;
-            }
-        }
-    })
 }
 
 /// Selects ring as the process's TLS provider (once; later calls do nothing). Call it before
