@@ -15,10 +15,16 @@ const FIGURES: &[&str] = &[
     "raw_apply_seconds",
     "raw_apply_objects_per_second",
     "raw_ratio",
+    "raw_apply_to_healthy_seconds",
+    "raw_apply_to_healthy_objects_per_second",
+    "raw_to_healthy_ratio",
     "controller_cpu_seconds_to_synced",
     "refresh_seconds",
     "refresh_cpu_ms_per_app",
     "refresh_cluster_cpu_ms_per_app",
+    "requested_refresh_seconds",
+    "requested_refresh_cpu_ms_per_app",
+    "requested_refresh_cluster_cpu_ms_per_app",
     "peak_rss_mib",
     "webhook_commits",
     "webhook_latency_ms_p50",
@@ -34,7 +40,7 @@ fn bench_scale_prints_every_figure_as_one_json_object() {
             "--apps",
             "3",
             "--objects-per-app",
-            "2",
+            "3",
             "-o",
             "json",
             "--timeout",
@@ -64,8 +70,13 @@ fn bench_scale_prints_every_figure_as_one_json_object() {
         .as_f64()
         .unwrap_or_else(|| panic!("refresh_child_process_cpu_ms_per_app missing in {v}"));
     assert!(children.is_finite() && children >= 0.0, "{v}");
+    // Healthy comes after applied (round3 may make them equal when nothing had to roll out).
+    assert!(
+        v["raw_apply_to_healthy_seconds"].as_f64() >= v["raw_apply_seconds"].as_f64(),
+        "{v}"
+    );
     assert_eq!(v["apps"], serde_json::json!(3.0));
-    assert_eq!(v["objects_per_app"], serde_json::json!(2.0));
+    assert_eq!(v["objects_per_app"], serde_json::json!(3.0));
     assert_eq!(v["webhook_commits"], serde_json::json!(5.0));
     for goal in ["apps_per_second", "raw_ratio", "refresh_cpu_ms_per_app"] {
         assert!(

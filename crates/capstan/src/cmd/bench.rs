@@ -168,6 +168,8 @@ struct Seen {
     refresh_pending: bool,
     /// How many times the refresh annotation was seen to go away.
     refreshes_done: u64,
+    /// `status.reconciledAt`: written by every refresh the interval (or a refresh-all) made due.
+    reconciled_at: String,
 }
 
 impl Seen {
@@ -210,6 +212,9 @@ impl AppWatch {
                             entry.health = status
                                 .and_then(|s| s.health.as_ref())
                                 .map(|h| h.status.clone())
+                                .unwrap_or_default();
+                            entry.reconciled_at = status
+                                .and_then(|s| s.reconciled_at.clone())
                                 .unwrap_or_default();
                             let pending = app.annotation(ann::REFRESH).is_some();
                             if entry.refresh_pending && !pending {
@@ -477,13 +482,48 @@ async fn create_namespace(client: &kube::Client, name: &str) -> anyhow::Result<(
     }
 }
 
-/// Applies every object with server-side apply, `concurrency` at once; returns the time taken.
+/// The raw baseline's two figures: all objects applied, and all of them Healthy.
+struct RawTimes {
+    applied: Duration,
+    healthy: Duration,
+}
+
+/// Applies every object with server-side apply, `concurrency` at once, and waits until the
+/// Deployments among them are available (ConfigMaps and Services are Healthy once they exist):
+/// the same end state `seconds_to_synced` waits for, reached without Capstan.
 async fn raw_apply(
     client: &kube::Client,
     apps: usize,
     objects: usize,
     concurrency: usize,
-) -> anyhow::Result<Duration> {
+    timeout: Duration,
+) -> anyhow::Result<RawTimes> {
+    // Only the raw baseline's Deployments exist while it runs (the controller starts later).
+    let deployments = apps * (0..objects).filter(|j| j % 3 == 2).count();
+    let (available_tx, mut available_rx) = tokio::sync::watch::channel(0usize);
+    let deployments_api: Api<Deployment> = Api::all(client.clone());
+    let health_watch = tokio::spawn(async move {
+        let mut available = std::collections::HashSet::new();
+        let stream = watcher(deployments_api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            let Ok(d) = event else { continue };
+            let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ready = d.status.as_ref().is_some_and(|s| {
+                s.available_replicas.unwrap_or(0) >= wanted
+                    && s.observed_generation >= d.metadata.generation
+            });
+            let key = (d.metadata.namespace.clone(), d.metadata.name.clone());
+            if ready {
+                available.insert(key);
+            } else {
+                available.remove(&key);
+            }
+            available_tx.send_replace(available.len());
+        }
+    });
     let mut work = Vec::with_capacity(apps * objects);
     for i in 0..apps {
         let ns = namespace_of("bench-raw", i);
@@ -513,7 +553,22 @@ async fn raw_apply(
         .buffer_unordered(concurrency)
         .try_collect::<()>()
         .await?;
-    Ok(started.elapsed())
+    let applied = started.elapsed();
+    let waited = tokio::time::timeout(timeout, available_rx.wait_for(|n| *n >= deployments))
+        .await
+        .map(|r| r.map(|_| ()));
+    health_watch.abort();
+    match waited {
+        Ok(Ok(_)) => Ok(RawTimes {
+            applied,
+            healthy: started.elapsed(),
+        }),
+        Ok(Err(_)) => bail!("raw baseline: the Deployment watch stopped"),
+        Err(_) => bail!(
+            "raw baseline: {} of {deployments} Deployments available after {timeout:?}",
+            *available_rx.borrow()
+        ),
+    }
 }
 
 fn application(i: usize, repo_url: &str) -> Application {
@@ -594,6 +649,93 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// How the benchmark asks for a refresh of every application.
+enum RefreshKind<'a> {
+    /// As the refresh timer does (the refresh cycle): nothing is written to ask.
+    Cycle(&'a capstan_controller::RefreshAll),
+    /// With the `capstan.dev/refresh` annotation on each Application.
+    Annotation(&'a Api<Application>),
+}
+
+/// What one refresh of every application cost.
+struct RefreshCost {
+    elapsed: Duration,
+    cpu: Duration,
+    children_cpu: Duration,
+    cluster_cpu: Duration,
+}
+
+/// Asks for one refresh of every application, waits until each shows it (a new
+/// `reconciledAt`, or the annotation gone), lets the reconciles caused by the controller's own
+/// writes end, and returns the CPU spent.
+async fn measure_refresh(
+    watch: &AppWatch,
+    names: &[String],
+    timeout: Duration,
+    kind: RefreshKind<'_>,
+) -> anyhow::Result<RefreshCost> {
+    // reconciledAt has a resolution of one second: a refresh within the second of the last
+    // write would not show, so a second passes first.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = watch.snapshot();
+    let cpu_before = controller_cpu();
+    let children_before = children_cpu();
+    let cluster_cpu_before = thread_cpu(CLUSTER_THREADS);
+    let started = Instant::now();
+    let done = |s: &Seen, name: &String| {
+        let Some(b) = before.get(name) else {
+            return false;
+        };
+        match kind {
+            RefreshKind::Cycle(_) => s.reconciled_at != b.reconciled_at,
+            RefreshKind::Annotation(_) => s.refreshes_done > b.refreshes_done,
+        }
+    };
+    match kind {
+        RefreshKind::Cycle(handle) => handle.refresh_all(),
+        RefreshKind::Annotation(apps) => {
+            let refresh =
+                Patch::Merge(json!({"metadata": {"annotations": {ann::REFRESH: "normal"}}}));
+            futures::stream::iter(names.iter())
+                .map(|name| {
+                    let refresh = &refresh;
+                    async move {
+                        apps.patch(name, &PatchParams::default(), refresh)
+                            .await
+                            .with_context(|| format!("annotating Application {name} for a refresh"))
+                            .map(|_| ())
+                    }
+                })
+                .buffer_unordered(16)
+                .try_collect::<()>()
+                .await?;
+        }
+    }
+    watch
+        .until(
+            timeout,
+            "one refresh of every application",
+            |map| names.iter().all(|n| map.get(n).is_some_and(|s| done(s, n))),
+            |map| {
+                let left = names
+                    .iter()
+                    .filter(|n| !map.get(*n).is_some_and(|s| done(s, n)))
+                    .count();
+                format!("{left} applications not refreshed yet")
+            },
+        )
+        .await?;
+    let elapsed = started.elapsed();
+    // The reconciles woken by the controller's own writes belong to the refresh too.
+    settle(Duration::from_secs(30)).await;
+    Ok(RefreshCost {
+        elapsed,
+        cpu: controller_cpu().saturating_sub(cpu_before),
+        children_cpu: children_cpu().saturating_sub(children_before),
+        cluster_cpu: thread_cpu(CLUSTER_THREADS).saturating_sub(cluster_cpu_before),
+    })
+}
+
 async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
     let n = args.apps as usize;
     let m = args.objects_per_app as usize;
@@ -637,8 +779,10 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
         "bench: raw baseline: server-side apply of {} objects",
         n * m
     );
-    let raw_elapsed = raw_apply(&client, n, m, concurrency).await?;
+    let raw = raw_apply(&client, n, m, concurrency, timeout).await?;
+    let raw_elapsed = raw.applied;
     let raw_rate = (n * m) as f64 / raw_elapsed.as_secs_f64();
+    let raw_healthy_rate = (n * m) as f64 / raw.healthy.as_secs_f64();
 
     // The memory baseline: the cluster with the raw objects, before any controller thread.
     // Resetting the peak (clear_refs 5) makes VmHWM the peak from here on.
@@ -661,7 +805,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
     let cache_dir = dir.path().join("cache");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controller_concurrency = args.concurrency;
-    let (server_addr, _server, _controller) = {
+    let (server_addr, _server, _controller, refresh_all) = {
         let kubeconfig = kubeconfig.clone();
         controller_rt
             .run("starting the controller", async move {
@@ -688,8 +832,9 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
                 };
                 let controller = capstan_controller::Controller::new(client, config)
                     .context("creating the controller")?;
+                let refresh_all = controller.refresh_handle();
                 let task = tokio::spawn(controller.run());
-                Ok((server.addr, server, task))
+                Ok((server.addr, server, task, refresh_all))
             })
             .await?
     };
@@ -731,57 +876,14 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
     let cpu_to_synced = controller_cpu().saturating_sub(cpu_before_sync);
     eprintln!("bench: all Synced and Healthy after {synced_elapsed:.2?}");
 
-    // One no-change refresh of every application.
+    // One no-change refresh cycle: every application refreshed as the refresh timer does it.
     settle(Duration::from_secs(30)).await;
-    let before = watch.snapshot();
-    let cpu_before = controller_cpu();
-    let children_before = children_cpu();
-    let cluster_cpu_before = thread_cpu(CLUSTER_THREADS);
-    let refresh_started = Instant::now();
-    let refresh = Patch::Merge(json!({"metadata": {"annotations": {ann::REFRESH: "normal"}}}));
-    futures::stream::iter(names.iter())
-        .map(|name| {
-            let apps = apps.clone();
-            let refresh = &refresh;
-            async move {
-                apps.patch(name, &PatchParams::default(), refresh)
-                    .await
-                    .with_context(|| format!("annotating Application {name} for a refresh"))
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .try_collect::<()>()
-        .await?;
-    let done_before = |name: &String| before.get(name).map_or(0, |s| s.refreshes_done);
-    watch
-        .until(
-            timeout,
-            "one refresh of every application",
-            |map| {
-                names.iter().all(|n| {
-                    map.get(n)
-                        .is_some_and(|s| s.refreshes_done > done_before(n))
-                })
-            },
-            |map| {
-                let left = names
-                    .iter()
-                    .filter(|n| {
-                        map.get(*n)
-                            .is_none_or(|s| s.refreshes_done <= done_before(n))
-                    })
-                    .count();
-                format!("{left} applications still carry the refresh annotation")
-            },
-        )
-        .await?;
-    let refresh_elapsed = refresh_started.elapsed();
-    // The reconciles woken by the controller's own writes belong to the refresh too.
+    let cycle = measure_refresh(&watch, &names, timeout, RefreshKind::Cycle(&refresh_all)).await?;
+    // One requested refresh of every application (`capstan.dev/refresh: normal`, what
+    // `capstan app get --refresh` writes): the annotation and its removal are two more writes.
     settle(Duration::from_secs(30)).await;
-    let refresh_cpu = controller_cpu().saturating_sub(cpu_before);
-    let refresh_children_cpu = children_cpu().saturating_sub(children_before);
-    let refresh_cluster_cpu = thread_cpu(CLUSTER_THREADS).saturating_sub(cluster_cpu_before);
+    let requested =
+        measure_refresh(&watch, &names, timeout, RefreshKind::Annotation(&apps)).await?;
     let after = watch.snapshot();
     if let Some(name) = names
         .iter()
@@ -896,7 +998,9 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
     let capstan_rate = (n * m) as f64 / seconds;
     let apps_per_second = n as f64 / seconds;
     let ratio = capstan_rate / raw_rate;
-    let refresh_ms_per_app = ms(refresh_cpu) / n as f64;
+    let healthy_ratio = capstan_rate / raw_healthy_rate;
+    let per_app = |d: Duration| ms(d) / n as f64;
+    let refresh_ms_per_app = per_app(cycle.cpu);
     let figures: Vec<(&str, f64, &str)> = vec![
         ("apps", n as f64, ""),
         ("objects_per_app", m as f64, ""),
@@ -908,20 +1012,46 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
         ("raw_apply_objects_per_second", raw_rate, ""),
         ("raw_ratio", ratio, ">= 0.5"),
         (
+            "raw_apply_to_healthy_seconds",
+            raw.healthy.as_secs_f64(),
+            "",
+        ),
+        (
+            "raw_apply_to_healthy_objects_per_second",
+            raw_healthy_rate,
+            "",
+        ),
+        ("raw_to_healthy_ratio", healthy_ratio, ""),
+        (
             "controller_cpu_seconds_to_synced",
             cpu_to_synced.as_secs_f64(),
             "",
         ),
-        ("refresh_seconds", refresh_elapsed.as_secs_f64(), ""),
+        ("refresh_seconds", cycle.elapsed.as_secs_f64(), ""),
         ("refresh_cpu_ms_per_app", refresh_ms_per_app, "< 1"),
         (
             "refresh_child_process_cpu_ms_per_app",
-            ms(refresh_children_cpu) / n as f64,
+            per_app(cycle.children_cpu),
             "",
         ),
         (
             "refresh_cluster_cpu_ms_per_app",
-            ms(refresh_cluster_cpu) / n as f64,
+            per_app(cycle.cluster_cpu),
+            "",
+        ),
+        (
+            "requested_refresh_seconds",
+            requested.elapsed.as_secs_f64(),
+            "",
+        ),
+        (
+            "requested_refresh_cpu_ms_per_app",
+            per_app(requested.cpu),
+            "",
+        ),
+        (
+            "requested_refresh_cluster_cpu_ms_per_app",
+            per_app(requested.cluster_cpu),
             "",
         ),
         ("peak_rss_mib", peak_rss_mib, ""),
