@@ -7,7 +7,7 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant, SystemTime},
 };
 
 use gix::{
@@ -57,7 +57,12 @@ pub struct Resolved {
 }
 
 /// A commit's tree materialized on disk, read-only and shared by every caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The handle keeps the tree on disk: while it (or a clone) lives, [`RepoCache::prune`] of the
+/// cache that returned it does not delete the directory. Hold it for as long as `root` is read
+/// (e.g. for the whole of a render), and drop it afterwards. Two handles are equal when they
+/// name the same tree.
+#[derive(Clone, Debug)]
 pub struct Tree {
     /// The directory holding the files (`<cache>/trees/<tree-id>`). Never write into it.
     pub root: PathBuf,
@@ -67,6 +72,83 @@ pub struct Tree {
     /// climbing above the root, possibly through other links). Paths relative to `root`. A
     /// renderer asked to read one of them should report it rather than "file not found".
     pub skipped_symlinks: Vec<String>,
+    /// The in-use registration; shared by clones, released when the last one drops.
+    _hold: Arc<Hold>,
+}
+
+impl PartialEq for Tree {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root
+            && self.tree_id == other.tree_id
+            && self.skipped_symlinks == other.skipped_symlinks
+    }
+}
+
+impl Eq for Tree {}
+
+/// How the trees of one cache are being used, by tree id.
+type Uses = Mutex<HashMap<String, TreeUse>>;
+
+#[derive(Debug)]
+struct TreeUse {
+    /// Live [`Hold`]s (one per `materialize` call whose `Tree` has not been dropped).
+    holders: usize,
+    /// When it was last materialized or released.
+    last_used: SystemTime,
+    /// When this process last set the directory's mtime (the use record a restart finds).
+    touched: Option<Instant>,
+}
+
+/// A registration of one tree as in use; see [`Tree`].
+struct Hold {
+    uses: Arc<Uses>,
+    id: String,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold").field("tree", &self.id).finish()
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut uses = lock(&self.uses);
+        if let Some(u) = uses.get_mut(&self.id) {
+            u.holders = u.holders.saturating_sub(1);
+            u.last_used = SystemTime::now();
+        }
+    }
+}
+
+/// A tree's directory mtime is refreshed at most this often by `materialize`: it is what tells
+/// a restarted process (or another one sharing the directory) that the tree was in use, and a
+/// minute of imprecision is nothing against ages of an hour.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// Temporary entries of another process younger than this are never removed by `prune`, whatever
+/// its `max_unused`: that process may still be writing them.
+const FOREIGN_TEMPORARY_AGE: Duration = Duration::from_secs(3600);
+
+/// What [`RepoCache::prune`] did.
+#[derive(Debug, Default)]
+pub struct PruneReport {
+    /// Materialized trees deleted.
+    pub trees_removed: u64,
+    /// Trees left on disk (recently used or held).
+    pub trees_kept: u64,
+    /// Of the trees kept, those held by a live [`Tree`] handle at the time.
+    pub trees_in_use: u64,
+    /// Blobs deleted from the store because no tree links them any more.
+    pub blobs_removed: u64,
+    /// Blobs left in the store.
+    pub blobs_kept: u64,
+    /// Leftover temporary files and directories (of crashed or failed writes) deleted.
+    pub temporaries_removed: u64,
+    /// File content bytes freed (blobs and unshared files; directories and symlinks not counted).
+    pub bytes_freed: u64,
+    /// Entries that could not be removed (each names its path); they are retried next time.
+    pub failures: Vec<SourceError>,
 }
 
 /// Counters for tests and metrics.
@@ -80,6 +162,9 @@ pub struct CacheStats {
     pub fetches: u64,
     /// Trees written to disk by [`RepoCache::materialize`].
     pub trees_written: u64,
+    /// File contents written into the blob store by [`RepoCache::materialize`] (every other
+    /// file of a written tree is a hard link to a blob written before).
+    pub blobs_written: u64,
 }
 
 /// The Git wire protocol version to speak.
@@ -129,16 +214,26 @@ struct LastCheck {
 ///   the remote (`refs/heads/*`, `refs/tags/*`). Its config never holds the URL or credentials;
 ///   the remote is anonymous and lives only in memory.
 /// - `trees/<tree-id>/`: materialized trees, read-only (files 0444 or 0555, directories 0555).
-///   Written into `trees/.tmp-*` and renamed, so a reader never sees half a tree.
+///   Written into `trees/.tmp-*` and renamed, so a reader never sees half a tree. The mtime of
+///   the directory is refreshed when the tree is used, for [`RepoCache::prune`].
 /// - `trees/<tree-id>.skipped-symlinks`: the escaping symlinks left out of that tree, if any.
+/// - `blobs/<blob-id>` (`blobs/<blob-id>.x` when executable): file contents, read-only; every
+///   file of a tree is a hard link to one of them, so a file shared by many commits' trees is
+///   written and stored once. A blob whose link count is 1 is used by no tree.
 /// - `ssh_known_hosts`: host keys accepted with `accept_new_hosts` (public keys only).
 pub struct RepoCache {
     dir: PathBuf,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     tree_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Which trees are held and when each was last used. Taken by `materialize` before it looks
+    /// at the disk, and by `prune` while it decides about and moves away one tree.
+    uses: Arc<Uses>,
+    /// One prune at a time.
+    pruning: Mutex<()>,
     remote_checks: AtomicU64,
     fetches: AtomicU64,
     trees_written: AtomicU64,
+    blobs_written: AtomicU64,
     tmp_counter: AtomicU64,
     protocol: ProtocolVersion,
     ssh_program: PathBuf,
@@ -154,7 +249,7 @@ impl RepoCache {
     /// Open (creating if needed) a cache in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, SourceError> {
         let dir = dir.into();
-        for sub in ["repos", "trees"] {
+        for sub in ["repos", "trees", "blobs"] {
             let p = dir.join(sub);
             std::fs::create_dir_all(&p).map_err(|e| SourceError::io(&p, e))?;
         }
@@ -163,9 +258,12 @@ impl RepoCache {
             dir,
             slots: Mutex::new(HashMap::new()),
             tree_locks: Mutex::new(HashMap::new()),
+            uses: Arc::new(Mutex::new(HashMap::new())),
+            pruning: Mutex::new(()),
             remote_checks: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             trees_written: AtomicU64::new(0),
+            blobs_written: AtomicU64::new(0),
             tmp_counter: AtomicU64::new(0),
             protocol: ProtocolVersion::default(),
             ssh_program: PathBuf::from("ssh"),
@@ -196,6 +294,7 @@ impl RepoCache {
             remote_checks: self.remote_checks.load(Ordering::Relaxed),
             fetches: self.fetches.load(Ordering::Relaxed),
             trees_written: self.trees_written.load(Ordering::Relaxed),
+            blobs_written: self.blobs_written.load(Ordering::Relaxed),
         }
     }
 
@@ -330,11 +429,18 @@ impl RepoCache {
 
     /// The commit's tree on disk, read-only, content-addressed by tree id, written once and
     /// shared. The commit must be in the cache already (resolve a revision first).
+    ///
+    /// The returned [`Tree`] keeps the directory from being pruned until it is dropped. Files
+    /// are hard links into the cache's blob store, so a tree that differs from one written
+    /// before in a few files costs a `link()` for each other file.
     pub fn materialize(&self, url: &RepoUrl, commit: &str) -> Result<Tree, SourceError> {
         let slot = self.existing_slot(url, commit)?;
         let repo = slot.repo.to_thread_local();
         let tree_id = commit_tree(&repo, &slot.url_display, commit)?;
         let id = tree_id.to_string();
+        // Registered before the disk is looked at: from here on `prune` leaves this tree alone,
+        // and a prune that came first has moved its directory away, so it is written anew.
+        let (hold, touch) = self.hold(&id);
         let trees = self.dir.join("trees");
         let root = trees.join(&id);
         let sidecar = trees.join(format!("{id}.skipped-symlinks"));
@@ -348,9 +454,13 @@ impl RepoCache {
                 root,
                 tree_id: id.clone(),
                 skipped_symlinks,
+                _hold: Arc::clone(&hold),
             })
         };
         if root.is_dir() {
+            if touch {
+                touch_dir(&root);
+            }
             return finished(root);
         }
 
@@ -463,11 +573,209 @@ impl RepoCache {
     }
 
     fn tmp_name(&self) -> String {
+        self.scratch_name(".tmp")
+    }
+
+    /// `<prefix>-<pid>-<n>`: unique among this cache's processes, and tells `prune` whose it is.
+    fn scratch_name(&self, prefix: &str) -> String {
         format!(
-            ".tmp-{}-{}",
+            "{prefix}-{}-{}",
             std::process::id(),
             self.tmp_counter.fetch_add(1, Ordering::Relaxed)
         )
+    }
+
+    /// Register one more holder of tree `id`; also says whether its directory's mtime is due
+    /// a refresh.
+    fn hold(&self, id: &str) -> (Arc<Hold>, bool) {
+        let mut uses = lock(&self.uses);
+        let now = SystemTime::now();
+        let u = uses.entry(id.to_owned()).or_insert(TreeUse {
+            holders: 0,
+            last_used: now,
+            touched: None,
+        });
+        u.holders += 1;
+        u.last_used = now;
+        let touch = u.touched.is_none_or(|t| t.elapsed() >= TOUCH_EVERY);
+        if touch {
+            u.touched = Some(Instant::now());
+        }
+        let hold = Arc::new(Hold {
+            uses: Arc::clone(&self.uses),
+            id: id.to_owned(),
+        });
+        (hold, touch)
+    }
+
+    /// Delete what no one has used for `max_unused`: materialized trees not materialized, nor
+    /// held by a live [`Tree`], for at least that long; then blobs that no tree links any more;
+    /// and temporaries left by failed or crashed writes. Returns what was removed.
+    ///
+    /// Meant to be called periodically by a long-running process, from a blocking context
+    /// (`spawn_blocking`): e.g. every 10 minutes with `max_unused` of one hour. The age must be
+    /// well above the refresh interval, so that the trees of the revisions applications are
+    /// deployed at (materialized again at every refresh) never age out; anything pruned too
+    /// eagerly is only written again on its next use. The cost is a `stat` per tree and per
+    /// blob, plus deleting what goes.
+    ///
+    /// Safety: a tree is only deleted when no [`Tree`] handle from *this* `RepoCache` holds it,
+    /// and a materialization racing the prune either holds it first (the tree stays) or finds
+    /// it gone and writes it again; so a renderer never sees a tree vanish under it. Handles of
+    /// another `RepoCache` (or process) over the same directory are not seen: their trees are
+    /// protected only by age (the directory's mtime is refreshed on every use, at most a minute
+    /// late), so give every directory one `RepoCache` per process, shared. Temporaries of other
+    /// processes are kept for at least an hour whatever `max_unused`.
+    ///
+    /// Only listing the `trees` or `blobs` directory is an error; entries that cannot be
+    /// removed are listed in [`PruneReport::failures`] and retried at the next prune.
+    ///
+    /// The bare repositories under `repos/` are not pruned: each is bounded by its remote's
+    /// history (plus one pack per fetch), and deleting one would mean a full clone on next use.
+    pub fn prune(&self, max_unused: Duration) -> Result<PruneReport, SourceError> {
+        let _one_at_a_time = lock(&self.pruning);
+        let mut report = PruneReport::default();
+        let now = SystemTime::now();
+        let age_of = |time: SystemTime| now.duration_since(time).unwrap_or(Duration::ZERO);
+        let trees = self.dir.join("trees");
+        let blobs = self.dir.join("blobs");
+
+        for entry in list(&trees)? {
+            let (name, path) = (entry.0, entry.1);
+            if name.starts_with('.') {
+                self.prune_temporary(&name, &path, max_unused, &mut report);
+                continue;
+            }
+            if !is_object_id(&name) {
+                // Sidecars go with their tree; anything else is not ours to delete.
+                continue;
+            }
+            let modified = match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => meta.modified().unwrap_or(now),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    report.failures.push(SourceError::io(&path, e));
+                    continue;
+                }
+            };
+            let doomed = {
+                let mut uses = lock(&self.uses);
+                let used = uses.get(&name);
+                if used.is_some_and(|u| u.holders > 0) {
+                    report.trees_in_use += 1;
+                    report.trees_kept += 1;
+                    continue;
+                }
+                let last = used.map_or(modified, |u| u.last_used.max(modified));
+                if age_of(last) < max_unused {
+                    report.trees_kept += 1;
+                    continue;
+                }
+                // Moved away under the lock, so no materialization can return it from now on;
+                // deleted (slowly) after the lock is released.
+                let doomed = trees.join(self.scratch_name(".del"));
+                if let Err(e) = std::fs::rename(&path, &doomed) {
+                    report.failures.push(SourceError::io(&path, e));
+                    report.trees_kept += 1;
+                    continue;
+                }
+                let sidecar = trees.join(format!("{name}.skipped-symlinks"));
+                match std::fs::remove_file(&sidecar) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        report.failures.push(SourceError::io(&sidecar, e));
+                    }
+                    _ => {}
+                }
+                uses.remove(&name);
+                doomed
+            };
+            report.trees_removed += 1;
+            match materialize::force_remove(&doomed) {
+                Ok(bytes) => report.bytes_freed += bytes,
+                // Left as `.del-*`, which the next prune removes.
+                Err(e) => report.failures.push(SourceError::io(&doomed, e)),
+            }
+        }
+
+        for (name, path) in list(&blobs)? {
+            if name.starts_with('.') {
+                self.prune_temporary(&name, &path, max_unused, &mut report);
+                continue;
+            }
+            use std::os::unix::fs::MetadataExt;
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    report.failures.push(SourceError::io(&path, e));
+                    continue;
+                }
+            };
+            // A materialization linking this blob right now either got its link in first (the
+            // count is 2 and it stays) or finds it gone and writes it again: removing a blob's
+            // name never changes a tree's files, which are links of their own.
+            if !meta.is_file() || meta.nlink() > 1 {
+                report.blobs_kept += 1;
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    report.blobs_removed += 1;
+                    report.bytes_freed += meta.len();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    report.failures.push(SourceError::io(&path, e));
+                    report.blobs_kept += 1;
+                }
+            }
+        }
+        tracing::debug!(
+            trees_removed = report.trees_removed,
+            trees_kept = report.trees_kept,
+            blobs_removed = report.blobs_removed,
+            bytes_freed = report.bytes_freed,
+            failures = report.failures.len(),
+            "source cache pruned"
+        );
+        Ok(report)
+    }
+
+    /// Remove a temporary entry (`.tmp-<pid>-<n>` being written, `.del-<pid>-<n>` being
+    /// deleted) if nobody can still be working on it.
+    fn prune_temporary(
+        &self,
+        name: &str,
+        path: &Path,
+        max_unused: Duration,
+        report: &mut PruneReport,
+    ) {
+        let pid = name.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        let remove = if name.starts_with(".del-") {
+            // Only a prune makes these and removes them before it returns: this is a deletion
+            // that failed or was interrupted (removing it twice at once is harmless).
+            true
+        } else if name.starts_with(".tmp-") && pid != Some(std::process::id()) {
+            let age = std::fs::symlink_metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok());
+            age.is_some_and(|age| age >= max_unused.max(FOREIGN_TEMPORARY_AGE))
+        } else {
+            // This process's own writes in progress (failed ones clean up after themselves).
+            false
+        };
+        if !remove {
+            return;
+        }
+        match materialize::force_remove(path) {
+            Ok(bytes) => {
+                report.temporaries_removed += 1;
+                report.bytes_freed += bytes;
+            }
+            Err(e) => report.failures.push(SourceError::io(path, e)),
+        }
     }
 
     fn write_tree(
@@ -485,7 +793,13 @@ impl RepoCache {
             }
             err
         };
-        let skipped = materialize::write_tree(repo, tree_id, &tmp).map_err(|e| {
+        let blobs_dir = self.dir.join("blobs");
+        let tmp_name = || self.tmp_name();
+        let store = materialize::BlobStore {
+            dir: &blobs_dir,
+            tmp_name: &tmp_name,
+        };
+        let written = materialize::write_tree(repo, tree_id, &tmp, &store).map_err(|e| {
             cleanup(match e {
                 materialize::WriteError::Tree(message) => SourceError::Repository {
                     url: url.to_owned(),
@@ -494,6 +808,9 @@ impl RepoCache {
                 materialize::WriteError::Io(path, source) => SourceError::Io { path, source },
             })
         })?;
+        let skipped = written.skipped_symlinks;
+        self.blobs_written
+            .fetch_add(written.blobs_written, Ordering::Relaxed);
         if !skipped.is_empty() {
             tracing::warn!(%url, tree = %tree_id, links = ?skipped, "symlinks pointing outside the tree were not materialized");
             let mut text = skipped.join("\n");
@@ -726,6 +1043,33 @@ impl RepoCache {
             creds: creds.clone(),
         });
         Ok(fetched)
+    }
+}
+
+/// The entries of `dir` as (file name, path); names that are not UTF-8 are none of ours and
+/// left out.
+fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>, SourceError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| SourceError::io(dir, e))? {
+        let entry = entry.map_err(|e| SourceError::io(dir, e))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            out.push((name, entry.path()));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `name` is a hex object id (SHA-1 or SHA-256), i.e. a tree directory's name.
+fn is_object_id(name: &str) -> bool {
+    matches!(name.len(), 40 | 64) && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Record a use of the tree at `root` in its mtime, for prunes after a restart or by another
+/// process. Best effort: failing only makes the tree look older than it is.
+fn touch_dir(root: &Path) {
+    let touched = std::fs::File::open(root).and_then(|dir| dir.set_modified(SystemTime::now()));
+    if let Err(e) = touched {
+        tracing::debug!(tree = %root.display(), error = %e, "could not record the tree's use");
     }
 }
 

@@ -24,7 +24,11 @@
 //! - Semver constraints follow Helm/Argo CD spelling (`>=1.2.0 <2`, `1.x`, `~1.2`, `a - b`,
 //!   `||`); a pre-release tag matches only when a comparator names a pre-release of the same
 //!   `major.minor.patch` (the `semver` crate's rule, stricter than Masterminds').
-//! - Nothing is evicted yet: object stores and trees stay until the cache directory is removed.
+//! - Materialized trees share file contents: each file is a read-only hard link into the cache's
+//!   blob store, so a new commit changing one file writes one file.
+//! - Trees and blobs are evicted only by [`RepoCache::prune`], which a long-running process calls
+//!   periodically; a tree held by a live [`Tree`] handle is never deleted. The bare object stores
+//!   are not evicted (they stay until the cache directory is removed).
 
 mod cache;
 mod error;
@@ -34,7 +38,9 @@ mod secret;
 mod ssh;
 mod url;
 
-pub use cache::{CacheStats, ProtocolVersion, RepoCache, Resolved, RevisionKind, Tree};
+pub use cache::{
+    CacheStats, ProtocolVersion, PruneReport, RepoCache, Resolved, RevisionKind, Tree,
+};
 pub use error::SourceError;
 pub use secret::{Credentials, Secret};
 pub use url::{RepoUrl, Scheme};

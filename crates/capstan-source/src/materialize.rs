@@ -1,8 +1,10 @@
-//! Writing a Git tree to disk read-only, with a check that no symlink leads out of it.
+//! Writing a Git tree to disk read-only, with a check that no symlink leads out of it, and the
+//! blob store its files are hard links into.
 
 use std::{
     collections::{HashMap, HashSet},
-    os::unix::fs::PermissionsExt,
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::Path,
 };
 
@@ -10,6 +12,10 @@ use gix::{ObjectId, objs::tree::EntryKind};
 
 /// Symlinks may chain; beyond this many hops one is treated as escaping (the kernel gives up at 40).
 const MAX_LINK_HOPS: usize = 40;
+
+/// Suffix of an executable blob's name in the store: the mode belongs to the inode, so the same
+/// content is stored once as 0444 and once as 0555 when a tree holds it both ways.
+const EXECUTABLE_SUFFIX: &str = ".x";
 
 /// One entry of the flattened tree.
 enum Item {
@@ -26,9 +32,41 @@ pub(crate) enum WriteError {
     Io(std::path::PathBuf, std::io::Error),
 }
 
+/// The per-cache store of file contents that materialized trees hard-link to.
+pub(crate) struct BlobStore<'a> {
+    /// `<cache>/blobs`, on the same file system as the trees (a hard link cannot cross one).
+    pub dir: &'a Path,
+    /// A fresh temporary name (starting with `.`) for each call, unique within the cache.
+    pub tmp_name: &'a dyn Fn() -> String,
+}
+
+/// What writing a tree did.
+pub(crate) struct Written {
+    /// Symlinks left out because they lead outside the tree, sorted.
+    pub skipped_symlinks: Vec<String>,
+    /// Files whose content was not in the blob store and had to be read from the object store
+    /// and written.
+    pub blobs_written: u64,
+}
+
+/// The name of a blob in the store: its id, plus a suffix when executable.
+pub(crate) fn blob_name(id: &ObjectId, executable: bool) -> String {
+    if executable {
+        format!("{id}{EXECUTABLE_SUFFIX}")
+    } else {
+        id.to_string()
+    }
+}
+
 /// Write the tree `tree_id` of `repo` into the (not yet existing) directory `dest`: files 0444
 /// (0555 when executable), directories 0555, symlinks as symlinks. Submodule entries become empty
 /// directories, as in a checkout without `--recurse-submodules`.
+///
+/// Every file is a hard link to its blob in `blobs`, written there (from the object store) only
+/// when absent: a tree that differs from an earlier one in a few files costs one `link()` per
+/// unchanged file and no decompression. Sharing an inode between trees is safe because every
+/// link is read-only. A blob linked the maximum number of times (or a store on another file
+/// system) makes that file a private copy instead.
 ///
 /// A symlink whose target is absolute, or which (following other symlinks of the tree) would
 /// lead outside the tree, is not created: its path is returned instead, sorted. So every symlink
@@ -38,7 +76,8 @@ pub(crate) fn write_tree(
     repo: &gix::Repository,
     tree_id: ObjectId,
     dest: &Path,
-) -> Result<Vec<String>, WriteError> {
+    blobs: &BlobStore<'_>,
+) -> Result<Written, WriteError> {
     let mut items: Vec<(String, Item)> = Vec::new();
     collect(repo, tree_id, "", &mut items, 0)?;
 
@@ -62,6 +101,7 @@ pub(crate) fn write_tree(
     let io = |p: &Path, e: std::io::Error| WriteError::Io(p.to_owned(), e);
     std::fs::create_dir(dest).map_err(|e| io(dest, e))?;
     let mut dirs = vec![dest.to_owned()];
+    let mut blobs_written = 0;
     for (path, item) in &items {
         let full = dest.join(path);
         match item {
@@ -70,13 +110,9 @@ pub(crate) fn write_tree(
                 dirs.push(full);
             }
             Item::File { id, executable } => {
-                let object = repo
-                    .find_object(*id)
-                    .map_err(|e| WriteError::Tree(format!("reading blob {id} for {path}: {e}")))?;
-                std::fs::write(&full, &object.data).map_err(|e| io(&full, e))?;
-                let mode = if *executable { 0o555 } else { 0o444 };
-                std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| io(&full, e))?;
+                if place_file(repo, *id, *executable, path, &full, blobs)? {
+                    blobs_written += 1;
+                }
             }
             Item::Link { target } => {
                 if escaping.contains(path.as_str()) {
@@ -95,7 +131,77 @@ pub(crate) fn write_tree(
     }
     let mut skipped: Vec<String> = escaping.into_iter().map(str::to_owned).collect();
     skipped.sort();
-    Ok(skipped)
+    Ok(Written {
+        skipped_symlinks: skipped,
+        blobs_written,
+    })
+}
+
+/// Create the file `full` (tree path `path`) as a link to its blob, writing the blob first if
+/// the store lacks it. Returns whether the content had to be written.
+fn place_file(
+    repo: &gix::Repository,
+    id: ObjectId,
+    executable: bool,
+    path: &str,
+    full: &Path,
+    blobs: &BlobStore<'_>,
+) -> Result<bool, WriteError> {
+    let io = |p: &Path, e: std::io::Error| WriteError::Io(p.to_owned(), e);
+    let blob = blobs.dir.join(blob_name(&id, executable));
+    let mut private_copy = false;
+    match std::fs::hard_link(&blob, full) {
+        Ok(()) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // ext4 allows 65,000 links per inode: a file common to very many trees gets copies.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::TooManyLinks | std::io::ErrorKind::CrossesDevices
+            ) =>
+        {
+            private_copy = true;
+        }
+        Err(e) => return Err(io(full, e)),
+    }
+    let object = repo
+        .find_object(id)
+        .map_err(|e| WriteError::Tree(format!("reading blob {id} for {path}: {e}")))?;
+    let mode = if executable { 0o555 } else { 0o444 };
+    if private_copy {
+        write_read_only(full, &object.data, mode).map_err(|e| io(full, e))?;
+        return Ok(true);
+    }
+    // Written under a temporary name, linked into the tree, and only then published under its
+    // id: a blob in the store is always complete, and a new one is never seen with a single
+    // link, which is what `prune` takes for "unused".
+    let tmp = blobs.dir.join((blobs.tmp_name)());
+    let staged = write_read_only(&tmp, &object.data, mode)
+        .map_err(|e| io(&tmp, e))
+        .and_then(|()| std::fs::hard_link(&tmp, full).map_err(|e| io(full, e)));
+    if let Err(e) = staged {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    // A concurrent writer of the same blob may have published it already; replacing theirs is
+    // harmless (same content; their tree keeps its own link to the old inode).
+    if let Err(e) = std::fs::rename(&tmp, &blob) {
+        // The tree's file is complete; only sharing with later trees is lost.
+        tracing::debug!(blob = %blob.display(), error = %e, "could not publish a blob");
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(true)
+}
+
+/// Create `path` (which must not exist) holding `data`, with exactly `mode` whatever the umask.
+fn write_read_only(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    file.write_all(data)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
 /// Flatten the tree into `(path, item)` in pre-order (parents before children), refusing entry
@@ -209,23 +315,55 @@ fn resolve_inside(
     Some(stack)
 }
 
-/// Remove a (possibly read-only) directory tree we created, e.g. a half-written temporary one.
-pub(crate) fn force_remove(path: &Path) -> std::io::Result<()> {
-    fn make_writable(p: &Path) -> std::io::Result<()> {
-        let meta = std::fs::symlink_metadata(p)?;
-        if meta.is_dir() {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
-            for entry in std::fs::read_dir(p)? {
-                make_writable(&entry?.path())?;
-            }
+/// Remove a (possibly read-only) directory tree we created, e.g. a half-written temporary one or
+/// a pruned tree. Returns the bytes of regular files that had no other link, i.e. whose space
+/// this freed (content still linked from the blob store or another tree is not counted). A
+/// path that is already gone is not an error.
+pub(crate) fn force_remove(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fn remove(p: &Path, depth: usize) -> std::io::Result<u64> {
+        let meta = match std::fs::symlink_metadata(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            other => other?,
+        };
+        let gone = |r: std::io::Result<()>| match r {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+        if !meta.is_dir() {
+            let freed = if meta.is_file() && meta.nlink() == 1 {
+                meta.len()
+            } else {
+                0
+            };
+            gone(std::fs::remove_file(p))?;
+            return Ok(freed);
         }
-        Ok(())
+        // Trees are at most 256 levels deep (`collect` refuses more); anything deeper was not
+        // written by us, so stop rather than recurse without bound.
+        if depth > 300 {
+            return Err(std::io::Error::other(format!(
+                "{} is nested too deeply to be a tree written by capstan",
+                p.display()
+            )));
+        }
+        // Entries of a read-only directory cannot be unlinked: make it writable first.
+        gone(std::fs::set_permissions(
+            p,
+            std::fs::Permissions::from_mode(0o755),
+        ))?;
+        let mut freed = 0;
+        let entries = match std::fs::read_dir(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            other => other?,
+        };
+        for entry in entries {
+            freed += remove(&entry?.path(), depth + 1)?;
+        }
+        gone(std::fs::remove_dir(p))?;
+        Ok(freed)
     }
-    match make_writable(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        other => other?,
-    }
-    std::fs::remove_dir_all(path)
+    remove(path, 0)
 }
 
 #[cfg(test)]
