@@ -699,8 +699,7 @@ impl RepoCache {
         }
 
         for (name, path) in list(&blobs)? {
-            if name.starts_with('.') {
-                self.prune_temporary(&name, &path, max_unused, &mut report);
+            if !materialize::is_blob_name(&name) {
                 continue;
             }
             use std::os::unix::fs::MetadataExt;
@@ -794,11 +793,7 @@ impl RepoCache {
             err
         };
         let blobs_dir = self.dir.join("blobs");
-        let tmp_name = || self.tmp_name();
-        let store = materialize::BlobStore {
-            dir: &blobs_dir,
-            tmp_name: &tmp_name,
-        };
+        let store = materialize::BlobStore { dir: &blobs_dir };
         let written = materialize::write_tree(repo, tree_id, &tmp, &store).map_err(|e| {
             cleanup(match e {
                 materialize::WriteError::Tree(message) => SourceError::Repository {

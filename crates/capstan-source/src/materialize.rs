@@ -36,8 +36,6 @@ pub(crate) enum WriteError {
 pub(crate) struct BlobStore<'a> {
     /// `<cache>/blobs`, on the same file system as the trees (a hard link cannot cross one).
     pub dir: &'a Path,
-    /// A fresh temporary name (starting with `.`) for each call, unique within the cache.
-    pub tmp_name: &'a dyn Fn() -> String,
 }
 
 /// What writing a tree did.
@@ -49,8 +47,14 @@ pub(crate) struct Written {
     pub blobs_written: u64,
 }
 
+/// Whether `name` is the name of a blob in the store (see [`blob_name`]).
+pub(crate) fn is_blob_name(name: &str) -> bool {
+    let id = name.strip_suffix(EXECUTABLE_SUFFIX).unwrap_or(name);
+    matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The name of a blob in the store: its id, plus a suffix when executable.
-pub(crate) fn blob_name(id: &ObjectId, executable: bool) -> String {
+fn blob_name(id: &ObjectId, executable: bool) -> String {
     if executable {
         format!("{id}{EXECUTABLE_SUFFIX}")
     } else {
@@ -137,8 +141,8 @@ pub(crate) fn write_tree(
     })
 }
 
-/// Create the file `full` (tree path `path`) as a link to its blob, writing the blob first if
-/// the store lacks it. Returns whether the content had to be written.
+/// Create the file `full` (tree path `path`) as a link to its blob, writing the content from
+/// the object store when the store lacks it. Returns whether the content had to be written.
 fn place_file(
     repo: &gix::Repository,
     id: ObjectId,
@@ -149,7 +153,6 @@ fn place_file(
 ) -> Result<bool, WriteError> {
     let io = |p: &Path, e: std::io::Error| WriteError::Io(p.to_owned(), e);
     let blob = blobs.dir.join(blob_name(&id, executable));
-    let mut private_copy = false;
     match std::fs::hard_link(&blob, full) {
         Ok(()) => return Ok(false),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -158,37 +161,23 @@ fn place_file(
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::TooManyLinks | std::io::ErrorKind::CrossesDevices
-            ) =>
-        {
-            private_copy = true;
-        }
+            ) => {}
         Err(e) => return Err(io(full, e)),
     }
     let object = repo
         .find_object(id)
         .map_err(|e| WriteError::Tree(format!("reading blob {id} for {path}: {e}")))?;
     let mode = if executable { 0o555 } else { 0o444 };
-    if private_copy {
-        write_read_only(full, &object.data, mode).map_err(|e| io(full, e))?;
-        return Ok(true);
-    }
-    // Written under a temporary name, linked into the tree, and only then published under its
-    // id: a blob in the store is always complete, and a new one is never seen with a single
-    // link, which is what `prune` takes for "unused".
-    let tmp = blobs.dir.join((blobs.tmp_name)());
-    let staged = write_read_only(&tmp, &object.data, mode)
-        .map_err(|e| io(&tmp, e))
-        .and_then(|()| std::fs::hard_link(&tmp, full).map_err(|e| io(full, e)));
-    if let Err(e) = staged {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    // A concurrent writer of the same blob may have published it already; replacing theirs is
-    // harmless (same content; their tree keeps its own link to the old inode).
-    if let Err(e) = std::fs::rename(&tmp, &blob) {
+    write_read_only(full, &object.data, mode).map_err(|e| io(full, e))?;
+    // Published by linking the complete file under its id: the store never holds a partial
+    // blob, and a new one is never seen with a single link, which is what `prune` takes for
+    // "unused". A concurrent writer of the same blob may have published it first (same
+    // content); then this tree keeps its own copy.
+    match std::fs::hard_link(full, &blob) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         // The tree's file is complete; only sharing with later trees is lost.
-        tracing::debug!(blob = %blob.display(), error = %e, "could not publish a blob");
-        let _ = std::fs::remove_file(&tmp);
+        Err(e) => tracing::debug!(blob = %blob.display(), error = %e, "could not publish a blob"),
     }
     Ok(true)
 }
@@ -376,6 +365,22 @@ mod tests {
         let mut parent: Vec<String> = which.split('/').map(str::to_owned).collect();
         parent.pop();
         resolve_inside(&map, parent, target, 0).is_some()
+    }
+
+    #[test]
+    fn blob_names_are_recognised() {
+        let id = ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").unwrap();
+        assert!(is_blob_name(&blob_name(&id, false)));
+        assert!(is_blob_name(&blob_name(&id, true)));
+        assert_ne!(blob_name(&id, false), blob_name(&id, true));
+        for other in [
+            ".tmp-1-2",
+            "README",
+            "0123456789abcdef0123456789abcdef0123456.x",
+            "",
+        ] {
+            assert!(!is_blob_name(other), "{other:?}");
+        }
     }
 
     #[test]

@@ -269,8 +269,7 @@ fn prune_removes_leftover_temporaries_but_not_fresh_ones_of_another_process() {
     let (f, _) = fixture();
     let trees = f.cache.dir().join("trees");
     let blobs = f.cache.dir().join("blobs");
-    // An interrupted deletion (read-only, as trees are), a crashed writer's old tree and blob,
-    // and a fresh temporary of another process that may still be writing.
+    // An interrupted deletion (read-only, as trees are) and a crashed writer's old tree.
     let interrupted = trees.join(".del-4194305-7");
     std::fs::create_dir_all(interrupted.join("sub")).unwrap();
     std::fs::write(interrupted.join("sub/file"), "12345").unwrap();
@@ -279,30 +278,29 @@ fn prune_removes_leftover_temporaries_but_not_fresh_ones_of_another_process() {
     }
     let crashed_tree = trees.join(".tmp-4194305-3");
     std::fs::create_dir(&crashed_tree).unwrap();
-    let crashed_blob = blobs.join(".tmp-4194305-4");
-    std::fs::write(&crashed_blob, "abc").unwrap();
-    let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 3600);
-    for p in [&crashed_tree, &crashed_blob] {
-        std::fs::File::open(p)
-            .unwrap()
-            .set_modified(two_hours_ago)
-            .unwrap();
-    }
+    std::fs::write(crashed_tree.join("half"), "abc").unwrap();
+    std::fs::File::open(&crashed_tree)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(2 * 3600))
+        .unwrap();
+    // A fresh temporary of another process, which may still be writing it.
     let fresh = trees.join(".tmp-4194305-5");
     std::fs::create_dir(&fresh).unwrap();
-    // Not ours at all.
+    // Not ours at all, though unlinked elsewhere.
     let stranger = trees.join("README");
     std::fs::write(&stranger, "hands off").unwrap();
+    let stranger_blob = blobs.join("notes.txt");
+    std::fs::write(&stranger_blob, "hands off").unwrap();
 
     let report = f.cache.prune(Duration::ZERO).unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
-    assert_eq!(report.temporaries_removed, 3);
+    assert_eq!(report.temporaries_removed, 2);
     assert_eq!(report.bytes_freed, 8);
     assert!(!interrupted.exists());
     assert!(!crashed_tree.exists());
-    assert!(!crashed_blob.exists());
     assert!(fresh.is_dir());
     assert!(stranger.is_file());
+    assert!(stranger_blob.is_file());
 }
 
 #[test]
