@@ -22,9 +22,9 @@ use crate::compare::{self, Desired};
 use crate::live::{AppKey, Watched};
 use crate::{ControllerError, Shared};
 
-/// What a masked Secret value is replaced with: the engine's placeholder for a value shown
-/// alone (its diffs use one more `+` for a value that differs from the other side's).
-pub const MASK: &str = "++++++++";
+/// What a masked Secret value is replaced with: the engine's placeholder, so a Secret reads
+/// the same in a manifest view as in a diff.
+pub const MASK: &str = capstan_engine::diff::SECRET_MASK;
 
 /// Annotation in which client-side `kubectl apply` keeps a full copy of the object, Secret data
 /// included.

@@ -31,6 +31,11 @@ mod normalize;
 
 pub use ignore::IgnoreDifference;
 
+/// What a Secret value is shown as in a diff (and wherever a Secret is shown): the value's place
+/// is kept, its content never. In a diff a value that differs from the other side's gets one
+/// more `+`, so a changed key is still visible.
+pub const SECRET_MASK: &str = "++++++++";
+
 use ignore::CompiledIgnore;
 use normalize::SecretProblem;
 use serde::Serialize;
@@ -65,7 +70,8 @@ pub struct ObjectDiff {
     /// Name.
     pub name: String,
     /// Unified diff from the normalized live object (`-`) to the normalized desired one (`+`),
-    /// Secret values masked; empty when [`DiffStatus::Synced`].
+    /// Secret values masked; empty when [`DiffStatus::Synced`] or when the options asked for no
+    /// text ([`DiffOptions::without_text`]).
     pub unified: String,
     /// The desired object as compared (normalized, masked).
     pub normalized_desired: Option<Value>,
@@ -125,6 +131,9 @@ pub struct DiffOptions {
     field_manager: String,
     compiled: Vec<CompiledIgnore>,
     status_kinds: Vec<(String, String)>,
+    /// Whether [`ObjectDiff::unified`] is produced (YAML of both sides and a text diff: most of
+    /// the cost of comparing an object that is not Synced).
+    text: bool,
 }
 
 impl Default for DiffOptions {
@@ -135,6 +144,7 @@ impl Default for DiffOptions {
             field_manager: capstan_api::annotations::FIELD_MANAGER.to_string(),
             compiled: Vec::new(),
             status_kinds: Vec::new(),
+            text: true,
         }
     }
 }
@@ -161,7 +171,16 @@ impl DiffOptions {
             field_manager: field_manager.into(),
             compiled,
             status_kinds: Vec::new(),
+            text: true,
         })
+    }
+
+    /// Leaves [`ObjectDiff::unified`] empty: for callers that need the status and the
+    /// normalized objects but show no diff text (the controller's reconcile, which compares
+    /// every object of every application on each refresh).
+    pub fn without_text(mut self) -> Self {
+        self.text = false;
+        self
     }
 
     /// Compares `status` too for objects of this group and kind (custom resources whose status
@@ -343,7 +362,7 @@ pub fn diff(
         (None, None) => return Err(DiffError::NothingToCompare),
     };
     normalize::mask_secrets(out_desired.as_mut(), out_live.as_mut());
-    let unified = if status == DiffStatus::Synced {
+    let unified = if status == DiffStatus::Synced || !opts.text {
         String::new()
     } else {
         unified_diff(out_live.as_ref(), out_desired.as_ref(), &id)
@@ -428,5 +447,32 @@ mod tests {
     fn options_are_shareable_across_threads() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<DiffOptions>();
+    }
+
+    #[test]
+    fn without_text_decides_the_same_and_only_leaves_the_text_out() {
+        let desired = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "n"},
+            "data": {"k": "new"},
+        });
+        let live = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "n", "uid": "u"},
+            "data": {"k": "old"},
+        });
+        let with = diff(Some(&desired), Some(&live), &DiffOptions::default()).unwrap();
+        let without = diff(
+            Some(&desired),
+            Some(&live),
+            &DiffOptions::default().without_text(),
+        )
+        .unwrap();
+        assert_eq!(with.status, DiffStatus::OutOfSync);
+        assert_eq!(without.status, with.status);
+        assert_eq!(without.normalized_desired, with.normalized_desired);
+        assert_eq!(without.normalized_live, with.normalized_live);
+        assert!(with.unified.contains("+  k: new"), "{}", with.unified);
+        assert!(without.unified.is_empty());
     }
 }

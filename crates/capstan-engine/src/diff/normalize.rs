@@ -129,9 +129,10 @@ pub(crate) fn fold_secret(obj: &mut Value) -> Result<(), SecretProblem> {
     Ok(())
 }
 
-/// The placeholder for the `n`-th distinct value of one key: `++++++++`, `+++++++++`, …
+/// The placeholder for the `n`-th distinct value of one key: [`super::SECRET_MASK`], then one
+/// `+` more per distinct value.
 fn token(n: usize) -> String {
-    "+".repeat(8 + n)
+    format!("{}{}", super::SECRET_MASK, "+".repeat(n))
 }
 
 /// Replaces every Secret value on both sides by a placeholder. Per key, equal values get the
