@@ -1086,7 +1086,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
             writeln!(out, "{}", Value::Object(obj)).context("writing to stdout")?;
         }
         Output::Table => {
-            writeln!(out, "{:<34} {:>14}  {:<8} MET", "MEASURE", "VALUE", "GOAL")
+            writeln!(out, "{:<42} {:>14}  {:<8} MET", "MEASURE", "VALUE", "GOAL")
                 .context("writing to stdout")?;
             for (key, value, goal) in &figures {
                 let met = match goals_met.get(key) {
@@ -1094,7 +1094,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
                     Some(false) => "NO",
                     None => "",
                 };
-                writeln!(out, "{key:<34} {:>14.3}  {goal:<8} {met}", value)
+                writeln!(out, "{key:<42} {:>14.3}  {goal:<8} {met}", value)
                     .context("writing to stdout")?;
             }
             writeln!(out, "{rss_note}").context("writing to stdout")?;
