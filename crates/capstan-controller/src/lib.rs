@@ -574,20 +574,7 @@ async fn reconcile(
     let mut comparison = None;
     match compared {
         Ok((cmp, kinds)) => {
-            status.sync = Some(SyncStatus {
-                status: cmp.sync_status.to_string(),
-                revision: cmp.desired.revision.clone(),
-                compared_to: Some(ComparedTo {
-                    source: app.spec.source.clone(),
-                    destination: app.spec.destination.clone(),
-                }),
-            });
-            status.health = Some(cmp.health.clone());
-            status.resources = cmp.resources.clone();
-            status.summary = (!cmp.images.is_empty()).then(|| ApplicationSummary {
-                images: cmp.images.clone(),
-            });
-            status.source_type = Some(cmp.desired.tool.clone());
+            record_comparison(&mut status, app, &cmp);
             for s in &cmp.shared {
                 status
                     .conditions
@@ -768,19 +755,7 @@ async fn reconcile(
     if ran_operation {
         // Compare again so that the status shows the state after the sync.
         if let Ok((cmp, _)) = compare_app(shared, app, &app.spec.source, None, false, since).await {
-            status.sync = Some(SyncStatus {
-                status: cmp.sync_status.to_string(),
-                revision: cmp.desired.revision.clone(),
-                compared_to: Some(ComparedTo {
-                    source: app.spec.source.clone(),
-                    destination: app.spec.destination.clone(),
-                }),
-            });
-            status.health = Some(cmp.health.clone());
-            status.resources = cmp.resources.clone();
-            status.summary = (!cmp.images.is_empty()).then(|| ApplicationSummary {
-                images: cmp.images.clone(),
-            });
+            record_comparison(&mut status, app, &cmp);
         }
         // The operation field is cleared below: remember the app without it so the watch
         // event of that change does not cause another full reconcile.
@@ -850,6 +825,25 @@ async fn reconcile(
         }
     }
     Ok(outcome)
+}
+
+/// What a comparison of the spec's source says, in `status`: sync, health, resources, images
+/// and source type.
+fn record_comparison(status: &mut ApplicationStatus, app: &Application, cmp: &Comparison) {
+    status.sync = Some(SyncStatus {
+        status: cmp.sync_status.to_string(),
+        revision: cmp.desired.revision.clone(),
+        compared_to: Some(ComparedTo {
+            source: app.spec.source.clone(),
+            destination: app.spec.destination.clone(),
+        }),
+    });
+    status.health = Some(cmp.health.clone());
+    status.resources = cmp.resources.clone();
+    status.summary = (!cmp.images.is_empty()).then(|| ApplicationSummary {
+        images: cmp.images.clone(),
+    });
+    status.source_type = Some(cmp.desired.tool.clone());
 }
 
 /// Writes `status` with a merge patch; fields present before and absent now are nulled.
