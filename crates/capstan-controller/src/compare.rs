@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::Shared;
+use crate::error::ControllerError;
 use crate::live::{AppKey, Watched};
 
 /// A rendered source.
@@ -51,6 +52,73 @@ pub struct Comparison {
     pub cluster_scoped: Vec<(String, String)>,
     /// Diff status per desired object, for the plan.
     pub diff_status: HashMap<capstan_engine::plan::ObjectRef, DiffStatus>,
+    /// Desired kinds the cluster does not serve yet, each defined by a CustomResourceDefinition
+    /// of the same desired state (their objects compare as Missing; the sync applies the CRD
+    /// first and waits for it).
+    pub pending_kinds: Vec<PendingKind>,
+}
+
+/// A kind of the desired state that discovery does not know yet, defined by a
+/// `CustomResourceDefinition` among the desired objects (an operator installed together with
+/// its custom resources). Its objects cannot be watched, compared or dry-run until the CRD is
+/// applied and Established.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PendingKind {
+    /// API group (the CRD's spec.group).
+    pub group: String,
+    /// The version the desired objects use (served by the CRD).
+    pub version: String,
+    /// Kind (the CRD's spec.names.kind).
+    pub kind: String,
+    /// metadata.name of the defining CRD.
+    pub crd: String,
+    /// Whether the CRD's spec.scope is Namespaced.
+    pub namespaced: bool,
+}
+
+/// The `CustomResourceDefinition` among `objects` that defines `gvk`: same spec.group and
+/// spec.names.kind, and `gvk`'s version served (`spec.versions[]` with `served: true`, or the
+/// single `spec.version` of the old v1beta1 shape).
+pub fn defining_crd(objects: &[Value], gvk: &GroupVersionKind) -> Option<PendingKind> {
+    objects.iter().find_map(|obj| {
+        let api_version = obj.get("apiVersion").and_then(Value::as_str)?;
+        if obj.get("kind").and_then(Value::as_str) != Some("CustomResourceDefinition")
+            || api_version.split_once('/').map(|(g, _)| g) != Some("apiextensions.k8s.io")
+        {
+            return None;
+        }
+        let spec = obj.get("spec")?;
+        let str_at = |pointer: &str| spec.pointer(pointer).and_then(Value::as_str);
+        if str_at("/group") != Some(gvk.group.as_str())
+            || str_at("/names/kind") != Some(gvk.kind.as_str())
+        {
+            return None;
+        }
+        let served = spec
+            .get("versions")
+            .and_then(Value::as_array)
+            .is_some_and(|versions| {
+                versions.iter().any(|v| {
+                    v.get("name").and_then(Value::as_str) == Some(gvk.version.as_str())
+                        && v.get("served").and_then(Value::as_bool) == Some(true)
+                })
+            })
+            || str_at("/version") == Some(gvk.version.as_str());
+        if !served {
+            return None;
+        }
+        Some(PendingKind {
+            group: gvk.group.clone(),
+            version: gvk.version.clone(),
+            kind: gvk.kind.clone(),
+            crd: obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            namespaced: str_at("/scope") != Some("Cluster"),
+        })
+    })
 }
 
 /// Whether the object is a hook (never compared, never pruned).
@@ -190,6 +258,10 @@ pub fn describe(obj: &Value) -> String {
 
 /// Starts (or finds) the watches for the desired kinds and the kinds the application had, and
 /// sets the destination namespace on namespaced desired objects that name none.
+///
+/// A desired kind the cluster does not serve is an error naming the object, unless a
+/// CustomResourceDefinition among the desired objects defines it ([`defining_crd`]): then it
+/// has no watch yet, its objects take the CRD's scope, and [`compare`] reports them Missing.
 pub async fn prepare_kinds(
     shared: &Shared,
     app: &Application,
@@ -197,21 +269,39 @@ pub async fn prepare_kinds(
 ) -> Result<Vec<Arc<Watched>>, String> {
     let namespace = dest_namespace(app);
     let mut kinds: HashMap<GroupVersionKind, Arc<Watched>> = HashMap::new();
+    // Whether each desired kind (watched, or pending its CRD) is namespaced.
+    let mut scope: HashMap<GroupVersionKind, bool> = HashMap::new();
+    for obj in &desired.objects {
+        let gvk = gvk_of(obj)?;
+        if scope.contains_key(&gvk) {
+            continue;
+        }
+        match shared.live.watch(&gvk).await {
+            Ok(w) => {
+                scope.insert(gvk.clone(), w.namespaced);
+                kinds.insert(gvk, w);
+            }
+            Err(e @ ControllerError::UnknownKind { .. }) => {
+                match defining_crd(&desired.objects, &gvk) {
+                    Some(pending) => {
+                        scope.insert(gvk, pending.namespaced);
+                    }
+                    None => {
+                        return Err(format!(
+                            "{}: {e}; no CustomResourceDefinition of the application defines it",
+                            describe(obj)
+                        ));
+                    }
+                }
+            }
+            Err(e) => return Err(format!("{}: {e}", describe(obj))),
+        }
+    }
     for obj in &mut desired.objects {
         let gvk = gvk_of(obj)?;
-        let watched = match kinds.get(&gvk) {
-            Some(w) => Arc::clone(w),
-            None => {
-                let w = shared
-                    .live
-                    .watch(&gvk)
-                    .await
-                    .map_err(|e| format!("{}: {e}", describe(obj)))?;
-                kinds.insert(gvk.clone(), Arc::clone(&w));
-                w
-            }
-        };
-        if watched.namespaced {
+        // Every desired kind was given a scope above (or the function returned).
+        let namespaced = scope.get(&gvk).copied().unwrap_or(true);
+        if namespaced {
             let has_ns = obj
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)
@@ -306,6 +396,31 @@ pub fn compare(
         if !w.namespaced {
             cluster_scoped.insert((w.resource.group.clone(), w.resource.kind.clone()));
         }
+    }
+    // Desired kinds without a watch: [`prepare_kinds`] let through only those a desired CRD
+    // defines. Hooks included, so that the sync knows to wait for their CRD too.
+    let mut pending_kinds: Vec<PendingKind> = Vec::new();
+    for obj in &desired.objects {
+        let gvk = gvk_of(obj)?;
+        if by_gvk.contains_key(&(gvk.group.clone(), gvk.version.clone(), gvk.kind.clone()))
+            || pending_kinds
+                .iter()
+                .any(|p| p.group == gvk.group && p.version == gvk.version && p.kind == gvk.kind)
+        {
+            continue;
+        }
+        let pending = defining_crd(&desired.objects, &gvk).ok_or_else(|| {
+            format!(
+                "{}: {} {} is not watched and no CustomResourceDefinition of the application defines it",
+                describe(obj),
+                gvk.api_version(),
+                gvk.kind
+            )
+        })?;
+        if !pending.namespaced {
+            cluster_scoped.insert((pending.group.clone(), pending.kind.clone()));
+        }
+        pending_kinds.push(pending);
     }
 
     let mut resources = Vec::new();
@@ -450,6 +565,7 @@ pub fn compare(
         images: images.into_iter().collect(),
         cluster_scoped: cluster_scoped.into_iter().collect(),
         diff_status,
+        pending_kinds,
     })
 }
 
@@ -475,5 +591,86 @@ fn collect_images(obj: &Value, out: &mut BTreeSet<String>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn crd(versions: Value, scope: &str) -> Value {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {
+                "group": "example.com",
+                "scope": scope,
+                "names": {"kind": "Widget", "plural": "widgets"},
+                "versions": versions,
+            },
+        })
+    }
+
+    fn widget(version: &str) -> GroupVersionKind {
+        GroupVersionKind::gvk("example.com", version, "Widget")
+    }
+
+    #[test]
+    fn a_crd_defines_its_group_kind_and_served_versions_only() {
+        let objects = vec![
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+            crd(
+                json!([{"name": "v1", "served": true, "storage": true},
+                       {"name": "v2", "served": false, "storage": false}]),
+                "Namespaced",
+            ),
+        ];
+        assert_eq!(
+            defining_crd(&objects, &widget("v1")),
+            Some(PendingKind {
+                group: "example.com".into(),
+                version: "v1".into(),
+                kind: "Widget".into(),
+                crd: "widgets.example.com".into(),
+                namespaced: true,
+            })
+        );
+        // Declared but not served, not declared, another kind, another group.
+        assert_eq!(defining_crd(&objects, &widget("v2")), None);
+        assert_eq!(defining_crd(&objects, &widget("v3")), None);
+        assert_eq!(
+            defining_crd(
+                &objects,
+                &GroupVersionKind::gvk("example.com", "v1", "Gadget")
+            ),
+            None
+        );
+        assert_eq!(
+            defining_crd(
+                &objects,
+                &GroupVersionKind::gvk("other.com", "v1", "Widget")
+            ),
+            None
+        );
+        // No CRD at all.
+        assert_eq!(defining_crd(&objects[..1], &widget("v1")), None);
+    }
+
+    #[test]
+    fn the_crd_scope_and_the_old_single_version_shape_are_read() {
+        let cluster = crd(json!([{"name": "v1", "served": true}]), "Cluster");
+        assert!(!defining_crd(&[cluster], &widget("v1")).unwrap().namespaced);
+
+        let mut old = crd(Value::Null, "Namespaced");
+        old["apiVersion"] = json!("apiextensions.k8s.io/v1beta1");
+        old["spec"]["version"] = json!("v1alpha1");
+        assert!(defining_crd(&[old], &widget("v1alpha1")).is_some());
+
+        // Something merely called CustomResourceDefinition in another group defines nothing.
+        let mut impostor = crd(json!([{"name": "v1", "served": true}]), "Namespaced");
+        impostor["apiVersion"] = json!("example.com/v1");
+        assert_eq!(defining_crd(&[impostor], &widget("v1")), None);
     }
 }

@@ -5,6 +5,10 @@
 //! object the cluster would refuse (invalid, forbidden, unknown) fails the sync with nothing
 //! applied.
 //!
+//! Custom resources whose CustomResourceDefinition is part of the same desired state
+//! ([`PendingKind`]) cannot be dry-run before the CRD exists; the CRD is applied before them
+//! (kind order) and the first of them waits until the CRD is Established and the kind served.
+//!
 //! A selective sync (`operation.sync.resources[]`) runs the plan restricted to the listed
 //! objects, without hooks (as Argo CD documents); a listed object that is neither desired nor
 //! tracked fails it before anything is applied.
@@ -19,9 +23,11 @@ use capstan_engine::health::HealthStatus as Hs;
 use capstan_engine::plan::{
     self, Action, PlanOptions, PropagationPolicy, Stage, SyncPlan, SyncStep,
 };
+use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams,
-    PropagationPolicy as KubePropagation,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+    PostParams, PropagationPolicy as KubePropagation,
 };
 use serde_json::Value;
 use std::collections::HashSet;
@@ -30,7 +36,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Shared;
-use crate::compare::{Comparison, describe, gvk_of};
+use crate::compare::{Comparison, PendingKind, describe, gvk_of};
+use crate::error::ControllerError;
 use crate::live::Watched;
 
 /// What a sync needs besides the comparison.
@@ -133,7 +140,7 @@ pub type Progress<'a> =
 pub async fn execute(
     shared: &Shared,
     cmp: &Comparison,
-    kinds: &[Arc<Watched>],
+    _kinds: &[Arc<Watched>],
     req: &SyncRequest,
     progress: Progress<'_>,
 ) -> SyncOutcome {
@@ -175,9 +182,11 @@ pub async fn execute(
             Err(message) => return fail(message),
         }
     };
-    if let Err(message) = dry_run(shared, &the_plan, kinds).await {
+    if let Err(message) = dry_run(shared, &the_plan, &cmp.pending_kinds).await {
         return fail(message);
     }
+    // Pending kinds seen served (their CRD Established, discovery knowing them) in this sync.
+    let mut served: HashSet<PendingKind> = HashSet::new();
     let mut resources: Vec<ResourceResult> = the_plan
         .skipped
         .iter()
@@ -247,6 +256,22 @@ pub async fn execute(
         for step in &steps {
             if req.stop.is_set() {
                 return terminated(resources);
+            }
+            if let Some(pending) = pending_kind_of(&cmp.pending_kinds, step)
+                && !served.contains(pending)
+            {
+                match until_served(shared, pending, &req.stop, CRD_ESTABLISH_TIMEOUT).await {
+                    Ok(()) => {
+                        served.insert(pending.clone());
+                    }
+                    Err(Unserved::Stopped) => return terminated(resources),
+                    Err(Unserved::Failed(reason)) => {
+                        let message = format!("{}: not applied: {reason}", step.object_ref);
+                        resources.push(result_of(step, "SyncFailed", message.clone()));
+                        failure = Some(message);
+                        break;
+                    }
+                }
             }
             match run_step(shared, step).await {
                 Ok((watched, namespace, name)) => {
@@ -431,12 +456,22 @@ fn name_of(obj: &Value) -> String {
         .to_string()
 }
 
-/// Server-side dry run of every object the plan applies. Objects in a namespace the plan
-/// creates first cannot be dry-run before it exists; they are checked when applied.
+/// How many dry-run requests are in flight at once: enough to hide the round trips of a large
+/// application, few enough not to flood the API server.
+const DRY_RUN_CONCURRENCY: usize = 8;
+
+/// Server-side dry run of every object the plan applies, [`DRY_RUN_CONCURRENCY`] requests at a
+/// time; the error is the first refusal in plan order (whatever order the answers arrive in), so
+/// the message does not depend on timing.
+///
+/// Objects in a namespace the plan creates first cannot be dry-run before it exists, nor can
+/// objects of a kind a CRD of the same plan defines ([`PendingKind`]) before that CRD is
+/// established: they are checked when applied, and the CRD applied before them (the plan puts
+/// CRDs ahead of custom resources, and it is dry-run here itself) is their check.
 async fn dry_run(
     shared: &Shared,
     the_plan: &SyncPlan,
-    _kinds: &[Arc<Watched>],
+    pending: &[PendingKind],
 ) -> Result<(), String> {
     let created_namespaces: HashSet<String> = the_plan
         .steps
@@ -444,27 +479,171 @@ async fn dry_run(
         .filter(|s| s.object_ref.kind == "Namespace" && s.object_ref.group.is_empty())
         .map(|s| s.object_ref.name.clone())
         .collect();
-    for step in &the_plan.steps {
-        if !matches!(step.action, Action::Apply { .. }) || step.stage == Stage::SyncFail {
-            continue;
-        }
-        if created_namespaces.contains(&step.object_ref.namespace) {
-            continue;
-        }
-        let (api, _, _) = api_for(shared, &step.object).await?;
-        let params = PatchParams::apply(ann::FIELD_MANAGER).force().dry_run();
-        if let Err(e) = api
-            .patch(&name_of(&step.object), &params, &Patch::Apply(&step.object))
-            .await
-        {
-            return Err(format!(
+    let checked = the_plan.steps.iter().filter(|step| {
+        matches!(step.action, Action::Apply { .. })
+            && step.stage != Stage::SyncFail
+            && !created_namespaces.contains(&step.object_ref.namespace)
+            && pending_kind_of(pending, step).is_none()
+    });
+    // Made up front rather than in a `map` closure over the steps: a closure returning a
+    // borrowing future, held across an await, trips rustc's check that the reconcile future is
+    // Send ("implementation of Send is not general enough").
+    let checks: Vec<_> = checked.map(|step| dry_run_one(shared, step)).collect();
+    // `buffered` yields the answers in plan order.
+    let mut answers = futures::stream::iter(checks).buffered(DRY_RUN_CONCURRENCY);
+    while let Some(answer) = answers.next().await {
+        answer?;
+    }
+    Ok(())
+}
+
+/// The dry run of one step's object.
+async fn dry_run_one(shared: &Shared, step: &SyncStep) -> Result<(), String> {
+    let (api, _, _) = api_for(shared, &step.object).await?;
+    let params = PatchParams::apply(ann::FIELD_MANAGER).force().dry_run();
+    api.patch(&name_of(&step.object), &params, &Patch::Apply(&step.object))
+        .await
+        .map(drop)
+        .map_err(|e| {
+            format!(
                 "{} would be refused by the cluster (nothing was applied): {}",
                 step.object_ref,
                 kube_message(&e)
-            ));
-        }
+            )
+        })
+}
+
+/// How long the sync waits for a CRD it applied to be Established and its kind served before
+/// the first object of that kind is applied.
+const CRD_ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The pending kind (see [`PendingKind`]) of a step that writes an object, if any.
+fn pending_kind_of<'a>(pending: &'a [PendingKind], step: &SyncStep) -> Option<&'a PendingKind> {
+    if matches!(step.action, Action::Prune { .. }) {
+        return None;
     }
-    Ok(())
+    let version = step
+        .object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(|v| v.rsplit('/').next().unwrap_or(v))
+        .unwrap_or_default();
+    pending.iter().find(|p| {
+        p.group == step.object_ref.group && p.kind == step.object_ref.kind && p.version == version
+    })
+}
+
+/// Why a pending kind could not be used.
+#[derive(Debug, PartialEq, Eq)]
+enum Unserved {
+    /// The operation is being terminated.
+    Stopped,
+    /// The CRD was not Established, or its kind not served, in time; in words.
+    Failed(String),
+}
+
+/// Waits until the CRD defining `pending` reports the Established condition and discovery (a
+/// fresh request, [`crate::live::LiveCache::watch`] asks the server every time a kind is not
+/// watched yet) serves the kind, so that its watch can start and its objects be applied.
+/// Gives up after `timeout` or as soon as `stop` is set.
+async fn until_served(
+    shared: &Shared,
+    pending: &PendingKind,
+    stop: &StopFlag,
+    timeout: Duration,
+) -> Result<(), Unserved> {
+    let crds: Api<CustomResourceDefinition> = Api::all(shared.client.clone());
+    let gvk = GroupVersionKind::gvk(&pending.group, &pending.version, &pending.kind);
+    let crd = &pending.crd;
+    poll_until(stop, timeout, || {
+        let crds = crds.clone();
+        let gvk = gvk.clone();
+        async move {
+            let found = crds.get_opt(crd).await.map_err(|e| {
+                format!(
+                    "reading CustomResourceDefinition {crd}: {}",
+                    kube_message(&e)
+                )
+            })?;
+            let Some(found) = found else {
+                return Ok(Err(format!(
+                    "CustomResourceDefinition {crd} does not exist"
+                )));
+            };
+            if !is_established(&found) {
+                return Ok(Err(format!(
+                    "CustomResourceDefinition {crd} is not Established{}",
+                    established_message(&found)
+                )));
+            }
+            match shared.live.watch(&gvk).await {
+                Ok(_) => Ok(Ok(())),
+                Err(e @ ControllerError::UnknownKind { .. }) => Ok(Err(format!(
+                    "CustomResourceDefinition {crd} is Established but {e}"
+                ))),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await
+}
+
+/// Calls `probe` every 100 ms until it answers `Ok(Ok(()))`. `Ok(Err(why))` means not yet
+/// (`why` is the message when time runs out), `Err` a failure that waiting will not cure.
+async fn poll_until<F, Fut>(
+    stop: &StopFlag,
+    timeout: Duration,
+    mut probe: F,
+) -> Result<(), Unserved>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Result<(), String>, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if stop.is_set() {
+            return Err(Unserved::Stopped);
+        }
+        let why = match probe().await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(why)) => why,
+            Err(failure) => return Err(Unserved::Failed(failure)),
+        };
+        if Instant::now() >= deadline {
+            return Err(Unserved::Failed(format!(
+                "{why} after {} s",
+                timeout.as_secs_f64()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether a CRD's status has the condition Established=True.
+fn is_established(crd: &CustomResourceDefinition) -> bool {
+    crd.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
+}
+
+/// `: <message>` of a CRD's Established (else NamesAccepted) condition when it has one.
+fn established_message(crd: &CustomResourceDefinition) -> String {
+    let conditions = crd.status.as_ref().and_then(|s| s.conditions.as_ref());
+    ["Established", "NamesAccepted"]
+        .iter()
+        .find_map(|t| {
+            conditions?
+                .iter()
+                .find(|c| c.type_ == *t && c.status != "True")
+                .and_then(|c| c.message.clone())
+                .filter(|m| !m.is_empty())
+        })
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default()
 }
 
 /// The API server's message of an error (no request bodies, so no Secret values).
@@ -690,5 +869,94 @@ async fn wait_healthy(
             }
             Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::AtomicUsize;
+
+    fn crd_with(conditions: Value) -> CustomResourceDefinition {
+        serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                     "names": {"kind": "Widget", "plural": "widgets"},
+                     "versions": [{"name": "v1", "served": true, "storage": true}]},
+            "status": {"conditions": conditions},
+        }))
+        .expect("a valid CRD")
+    }
+
+    #[test]
+    fn established_is_read_from_the_crd_conditions() {
+        let established = crd_with(json!([
+            {"type": "NamesAccepted", "status": "True"},
+            {"type": "Established", "status": "True"},
+        ]));
+        assert!(is_established(&established));
+        let conflicting = crd_with(json!([
+            {"type": "NamesAccepted", "status": "False",
+             "message": "\"widgets\" is already in use"},
+            {"type": "Established", "status": "False"},
+        ]));
+        assert!(!is_established(&conflicting));
+        assert_eq!(
+            established_message(&conflicting),
+            ": \"widgets\" is already in use"
+        );
+        assert!(!is_established(&crd_with(json!([]))));
+    }
+
+    #[tokio::test]
+    async fn polling_ends_when_ready_on_a_failure_on_stop_or_out_of_time() {
+        let stop = StopFlag::default();
+        let calls = AtomicUsize::new(0);
+        // Ready at the third probe.
+        let ready = poll_until(&stop, Duration::from_secs(60), || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                Ok(if n < 2 {
+                    Err("not yet".to_string())
+                } else {
+                    Ok(())
+                })
+            }
+        })
+        .await;
+        assert_eq!(ready, Ok(()));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // A failure waiting cannot cure ends it at once.
+        let failed = poll_until(&stop, Duration::from_secs(60), || async {
+            Err("forbidden".to_string())
+        })
+        .await;
+        assert_eq!(failed, Err(Unserved::Failed("forbidden".into())));
+
+        // Never ready: the last reason, once the time is up.
+        let never = poll_until(&stop, Duration::ZERO, || async {
+            Ok(Err(
+                "CustomResourceDefinition widgets.example.com is not Established".into(),
+            ))
+        })
+        .await;
+        assert_eq!(
+            never,
+            Err(Unserved::Failed(
+                "CustomResourceDefinition widgets.example.com is not Established after 0 s".into()
+            ))
+        );
+
+        // Terminated: stops without asking again.
+        stop.stop();
+        let stopped = poll_until(&stop, Duration::from_secs(60), || async {
+            panic!("probed after the stop")
+        })
+        .await;
+        assert_eq!(stopped, Err(Unserved::Stopped));
     }
 }
