@@ -73,6 +73,12 @@ pub struct Config {
     pub self_heal_backoff: Duration,
     /// Where Git repositories and trees are cached.
     pub cache_dir: std::path::PathBuf,
+    /// Materialized trees nobody used for this long are deleted from the cache (and the files
+    /// only they held). Keep it well above the refresh interval: the trees applications are
+    /// deployed at are used at every refresh; one pruned too early is only written again.
+    pub cache_max_unused: Duration,
+    /// How often the cache is pruned of unused trees.
+    pub cache_prune_interval: Duration,
     /// Where measurements go (syncs, reconcile/fetch/render durations, queue depth).
     pub recorder: Arc<dyn metrics::Recorder>,
 }
@@ -86,6 +92,8 @@ impl Default for Config {
             wave_timeout: Duration::from_secs(600),
             self_heal_backoff: Duration::from_secs(5),
             cache_dir: std::env::temp_dir().join("capstan-cache"),
+            cache_max_unused: Duration::from_secs(3600),
+            cache_prune_interval: Duration::from_secs(600),
             recorder: metrics::none(),
         }
     }
@@ -290,6 +298,8 @@ impl Controller {
         })
         .applied_objects();
         let refresh_all = tokio_stream_from(self.refresh_all);
+        // Ends with this future, however it ends (a caller may abort the task running it).
+        let _pruner = AbortOnDrop(tokio::spawn(prune_cache(Arc::clone(&shared))));
         KubeController::for_stream(stream, reader)
             .with_config(config)
             .reconcile_on(triggers)
@@ -301,6 +311,53 @@ impl Controller {
                 }
             })
             .await;
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Deletes the cache's trees (and blobs) unused for `cache_max_unused`, every
+/// `cache_prune_interval`, so that a long-running controller following busy repositories does
+/// not fill its disk. Trees a reconcile holds are never deleted (see `RepoCache::prune`).
+async fn prune_cache(shared: Arc<Shared>) {
+    let every = shared
+        .config
+        .cache_prune_interval
+        .max(Duration::from_secs(1));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: nothing to prune at start that cannot wait one interval.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let repos = Arc::clone(&shared.repos);
+        let max_unused = shared.config.cache_max_unused;
+        match tokio::task::spawn_blocking(move || repos.prune(max_unused)).await {
+            Ok(Ok(report)) => {
+                if report.trees_removed + report.blobs_removed + report.temporaries_removed > 0 {
+                    tracing::info!(
+                        trees = report.trees_removed,
+                        blobs = report.blobs_removed,
+                        temporaries = report.temporaries_removed,
+                        bytes = report.bytes_freed,
+                        trees_kept = report.trees_kept,
+                        "pruned the source cache"
+                    );
+                }
+                for failure in &report.failures {
+                    tracing::warn!(error = %failure, "pruning the source cache");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning the source cache"),
+            Err(e) => tracing::warn!(error = %e, "the source cache pruner stopped short"),
+        }
     }
 }
 

@@ -22,10 +22,17 @@ pub struct Env {
     _dirs: Vec<tempfile::TempDir>,
     controller: Option<tokio::task::JoinHandle<()>>,
     cache: PathBuf,
+    tweak: fn(&mut Config),
 }
 
 impl Env {
     pub async fn start() -> Env {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`Env::start`], with `tweak` applied to the controller's configuration (at every
+    /// start of the controller).
+    pub async fn start_with(tweak: fn(&mut Config)) -> Env {
         let cluster = devcluster::DevCluster::start(devcluster::Config::default())
             .await
             .expect("devcluster starts");
@@ -44,19 +51,21 @@ impl Env {
             cache: cache_dir.path().to_path_buf(),
             _dirs: vec![repo_dir, cache_dir],
             controller: None,
+            tweak,
         };
         env.start_controller();
         env
     }
 
     pub fn start_controller(&mut self) {
-        let config = Config {
+        let mut config = Config {
             reconcile_interval: Duration::from_secs(2),
             self_heal_backoff: Duration::from_millis(200),
             wave_timeout: Duration::from_secs(60),
             cache_dir: self.cache.clone(),
             ..Config::default()
         };
+        (self.tweak)(&mut config);
         let controller = Controller::new(self.client.clone(), config).expect("controller");
         self.controller = Some(tokio::spawn(controller.run()));
     }
@@ -160,6 +169,11 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Where the controller caches Git repositories and trees.
+    pub fn cache_dir(&self) -> &std::path::Path {
+        &self.cache
     }
 
     pub async fn cm(&self, name: &str) -> Option<ConfigMap> {

@@ -33,6 +33,10 @@ pub struct Args {
     /// Git and manifest cache directory.
     #[arg(long, default_value = ".capstan/cache")]
     pub cache_dir: PathBuf,
+    /// Delete materialized trees of the cache unused for this long (checked every 10 minutes);
+    /// keep it well above the refresh interval.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub cache_max_unused: Duration,
     /// Address of the HTTP API (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -89,6 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         reconcile_interval: args.reconcile_interval,
         concurrency: args.concurrency.max(1),
         cache_dir: args.cache_dir.clone(),
+        cache_max_unused: args.cache_max_unused,
         recorder: Arc::new(metrics.clone()),
         ..capstan_controller::Config::default()
     };
