@@ -376,7 +376,8 @@ pub fn compare(
     kinds: &[Arc<Watched>],
 ) -> Result<Comparison, String> {
     let key: AppKey = (app.namespace().to_string(), app.name().to_string());
-    let diff_opts = diff_options(app)?;
+    // The status carries no diff text: the views that show one (manifests.rs) make their own.
+    let diff_opts = diff_options(app)?.without_text();
 
     let by_gvk: HashMap<(String, String, String), &Arc<Watched>> = kinds
         .iter()
