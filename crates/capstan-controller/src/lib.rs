@@ -630,14 +630,14 @@ async fn reconcile(
     status.conditions.retain(|c| c.type_ == "SyncError");
     let mut comparison = None;
     match compared {
-        Ok((cmp, kinds)) => {
+        Ok(cmp) => {
             record_comparison(&mut status, app, &cmp);
             for s in &cmp.shared {
                 status
                     .conditions
                     .push(condition("SharedResourceWarning", s.clone(), &previous));
             }
-            comparison = Some((cmp, kinds));
+            comparison = Some(cmp);
         }
         Err(message) => {
             let kind = if message.starts_with("spec.") {
@@ -713,7 +713,7 @@ async fn reconcile(
         // below, so that whoever sees `operation` gone also sees the result, and a new one can
         // be requested.
         clear_operation = true;
-    } else if let Some((cmp, _)) = &comparison
+    } else if let Some(cmp) = &comparison
         && let Some(automated) = app
             .spec
             .sync_policy
@@ -811,7 +811,7 @@ async fn reconcile(
 
     if ran_operation {
         // Compare again so that the status shows the state after the sync.
-        if let Ok((cmp, _)) = compare_app(shared, app, &app.spec.source, None, false, since).await {
+        if let Ok(cmp) = compare_app(shared, app, &app.spec.source, None, false, since).await {
             record_comparison(&mut status, app, &cmp);
         }
         // The operation field is cleared below: remember the app without it so the watch
@@ -951,12 +951,11 @@ async fn compare_app(
     revision: Option<&str>,
     hard: bool,
     since: Instant,
-) -> Result<(Comparison, Vec<Arc<live::Watched>>), String> {
+) -> Result<Comparison, String> {
     compare::check_destination(app)?;
     let mut desired: Desired = compare::render(shared, app, source, revision, hard, since).await?;
     let kinds = compare::prepare_kinds(shared, app, &mut desired).await?;
-    let cmp = compare::compare(shared, app, desired, &kinds)?;
-    Ok((cmp, kinds))
+    compare::compare(shared, app, desired, &kinds)
 }
 
 /// Runs a sync operation and records it in `status` (operationState, history, lock), and its
@@ -967,7 +966,7 @@ async fn run_operation(
     op: Operation,
     status: &mut ApplicationStatus,
     retry_count: i64,
-    fresh: Option<&(Comparison, Vec<Arc<live::Watched>>)>,
+    fresh: Option<&Comparison>,
 ) {
     execute_operation(shared, app, op, status, retry_count, fresh).await;
     if let Some(state) = &status.operation_state {
@@ -984,7 +983,7 @@ async fn execute_operation(
     op: Operation,
     status: &mut ApplicationStatus,
     retry_count: i64,
-    fresh: Option<&(Comparison, Vec<Arc<live::Watched>>)>,
+    fresh: Option<&Comparison>,
 ) {
     let started_at = now_rfc3339();
     let apps: Api<Application> = Api::namespaced(shared.client.clone(), app.namespace());
@@ -1021,14 +1020,14 @@ async fn execute_operation(
         state.finished_at = Some(now_rfc3339());
     };
 
-    let reusable = fresh.filter(|(c, _)| {
+    let reusable = fresh.filter(|c| {
         source == app.spec.source
             && revision
                 .as_deref()
                 .is_none_or(|r| r == c.desired.revision.as_str())
     });
     let compared = match reusable {
-        Some((c, k)) => Ok((c.clone(), k.clone())),
+        Some(c) => Ok(c.clone()),
         None => {
             compare_app(
                 shared,
@@ -1041,7 +1040,7 @@ async fn execute_operation(
             .await
         }
     };
-    let (cmp, kinds) = match compared {
+    let cmp = match compared {
         Ok(c) => c,
         Err(message) => {
             finish(
@@ -1171,7 +1170,7 @@ async fn execute_operation(
                 .await;
         })
     };
-    let result = sync::execute(shared, &cmp, &kinds, &req, &progress).await;
+    let result = sync::execute(shared, &cmp, &req, &progress).await;
     lock(&shared.running).remove(&key);
     state.sync_result = Some(SyncOperationResult {
         resources: result.resources,

@@ -140,7 +140,6 @@ pub type Progress<'a> =
 pub async fn execute(
     shared: &Shared,
     cmp: &Comparison,
-    _kinds: &[Arc<Watched>],
     req: &SyncRequest,
     progress: Progress<'_>,
 ) -> SyncOutcome {
