@@ -1,7 +1,8 @@
 //! Benchmark: the no-change refresh of a repository (local path and over HTTP with basic auth,
-//! protocol v1 and v2, beside `git ls-remote` doing the same job) and the cost of materializing
-//! a tree (cold, and the shared warm path). Prints a table; run with
-//! `cargo bench -p capstan-source --bench source`.
+//! protocol v1 and v2, beside `git ls-remote` doing the same job), the cost of materializing
+//! a tree (cold, and the shared warm path), and for a 3,000-file tree: materializing it into an
+//! empty cache vs a commit changing one file of a tree already there (blob store), and pruning.
+//! Prints a table; run with `cargo bench -p capstan-source --bench source`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -39,6 +40,11 @@ fn micros(d: Duration) -> String {
 
 fn main() {
     let tmp = tempfile::tempdir().expect("temp dir");
+    // `cargo bench -p capstan-source --bench source -- big-tree` runs only the 3,000-file part.
+    if std::env::args().any(|a| a == "big-tree") {
+        print_rows(big_tree(tmp.path()));
+        return;
+    }
     let repo = Repo::init(&tmp.path().join("served/app"));
     // A repository of a realistic GitOps size: 20 apps × 10 manifests, 30 commits, 10 tags.
     for c in 0..30 {
@@ -170,7 +176,7 @@ fn main() {
         iterations: n,
         median,
         mean,
-        note: "write to temp dir, chmod, rename".into(),
+        note: "files written and linked into the blob store, renamed".into(),
     });
     let warm = &caches[0];
     let (median, mean) = measure(200, || {
@@ -208,6 +214,11 @@ fn main() {
         note: "two processes, no chmod".into(),
     });
 
+    rows.extend(big_tree(tmp.path()));
+    print_rows(rows);
+}
+
+fn print_rows(rows: Vec<Row>) {
     println!();
     println!(
         "{:<46} {:>6} {:>12} {:>12}  note",
@@ -224,4 +235,108 @@ fn main() {
             r.note
         );
     }
+}
+
+/// A 3,000-file repository (100 directories of 30 manifests) as in `capstan bench scale`:
+/// materialized fresh (empty cache: every file written) beside a new commit that changes one
+/// file of a tree already materialized (every other file a link to its blob), then a prune.
+fn big_tree(tmp: &std::path::Path) -> Vec<Row> {
+    let repo = Repo::init(&tmp.join("big"));
+    let files: Vec<(String, String)> = (0..100)
+        .flat_map(|app| {
+            (0..30).map(move |m| {
+                (
+                    format!("apps/app{app:03}/manifest{m:02}.yaml"),
+                    format!(
+                        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app{app}-{m}\ndata:\n  key: \"{}\"\n",
+                        "x".repeat(200 + m)
+                    ),
+                )
+            })
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let base = repo.commit(&refs, "3,000 files");
+    let n = 10;
+    // Commit i changes one file of commit i-1 (a different one each time).
+    let changed: Vec<String> = (0..=n)
+        .map(|i| {
+            let path = format!("apps/app{i:03}/manifest00.yaml");
+            repo.commit(
+                &[(path.as_str(), &format!("changed: \"{i}\"\n"))],
+                "one file",
+            )
+        })
+        .collect();
+    let url = RepoUrl::parse(repo.path.to_str().expect("utf-8 temp path")).expect("url");
+    let resolved = |dir: &str| {
+        let cache = RepoCache::new(tmp.join(dir)).expect("cache");
+        cache
+            .resolve(&url, &Credentials::None, "main")
+            .expect("resolve");
+        cache
+    };
+    let mut rows = Vec::new();
+
+    let fresh: Vec<RepoCache> = (0..=n)
+        .map(|i| resolved(&format!("big-fresh-{i}")))
+        .collect();
+    let mut next = fresh.iter();
+    let (fresh_median, mean) = measure(n, || {
+        let c = next.next().expect("one cache per iteration");
+        c.materialize(&url, &base).expect("materialize");
+    });
+    let written = fresh[0].stats().blobs_written;
+    rows.push(Row {
+        what: "materialize 3,000 files, empty cache".into(),
+        iterations: n,
+        median: fresh_median,
+        mean,
+        note: format!("{written} blobs written per tree"),
+    });
+
+    let cache = resolved("big-incremental");
+    let first = cache.materialize(&url, &base).expect("materialize");
+    drop(first);
+    let before = cache.stats();
+    let mut next = changed.iter();
+    let (one_median, mean) = measure(n, || {
+        let commit = next.next().expect("one commit per iteration");
+        cache.materialize(&url, commit).expect("materialize");
+    });
+    let after = cache.stats();
+    rows.push(Row {
+        what: "materialize 3,000 files, one changed".into(),
+        iterations: n,
+        median: one_median,
+        mean,
+        note: format!(
+            "{} trees, {} blobs written; {:.1}x faster than empty cache (median)",
+            after.trees_written - before.trees_written,
+            after.blobs_written - before.blobs_written,
+            fresh_median.as_secs_f64() / one_median.as_secs_f64()
+        ),
+    });
+
+    let started = Instant::now();
+    let report = cache.prune(Duration::ZERO).expect("prune");
+    let took = started.elapsed();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    rows.push(Row {
+        what: "prune all trees of the above".into(),
+        iterations: 1,
+        median: took,
+        mean: took,
+        note: format!(
+            "{} trees, {} blobs, {} KiB; {:.1} ms per tree",
+            report.trees_removed,
+            report.blobs_removed,
+            report.bytes_freed / 1024,
+            took.as_secs_f64() * 1e3 / report.trees_removed.max(1) as f64
+        ),
+    });
+    rows
 }
