@@ -63,8 +63,8 @@ pub struct SyncRequest {
     pub stop: StopFlag,
 }
 
-/// Raised (by a watch of the Application, see `watch_termination` in the crate root) when a
-/// person asked to terminate the running operation; the executor stops at the next check.
+/// Raised by the controller's Application watch (`observe_app` in the crate root) when a person
+/// asked to terminate the running operation; the executor stops at the next check.
 #[derive(Debug, Clone, Default)]
 pub struct StopFlag(Arc<AtomicBool>);
 
