@@ -126,9 +126,12 @@ impl Drop for Hold {
 /// minute of imprecision is nothing against ages of an hour.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
-/// Temporary entries of another process younger than this are never removed by `prune`, whatever
-/// its `max_unused`: that process may still be writing them.
-const FOREIGN_TEMPORARY_AGE: Duration = Duration::from_secs(3600);
+/// Leftovers of writes younger than this are never removed by `prune`, whatever its
+/// `max_unused`: a materialization (of this process or another) may still be writing them.
+const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+
+/// Suffix of the file beside a tree that lists its skipped symlinks.
+const SIDECAR_SUFFIX: &str = ".skipped-symlinks";
 
 /// What [`RepoCache::prune`] did.
 #[derive(Debug, Default)]
@@ -443,7 +446,7 @@ impl RepoCache {
         let (hold, touch) = self.hold(&id);
         let trees = self.dir.join("trees");
         let root = trees.join(&id);
-        let sidecar = trees.join(format!("{id}.skipped-symlinks"));
+        let sidecar = trees.join(format!("{id}{SIDECAR_SUFFIX}"));
         let finished = |root: PathBuf| -> Result<Tree, SourceError> {
             let skipped_symlinks = match std::fs::read_to_string(&sidecar) {
                 Ok(text) => text.lines().map(str::to_owned).collect(),
@@ -624,8 +627,8 @@ impl RepoCache {
     /// it gone and writes it again; so a renderer never sees a tree vanish under it. Handles of
     /// another `RepoCache` (or process) over the same directory are not seen: their trees are
     /// protected only by age (the directory's mtime is refreshed on every use, at most a minute
-    /// late), so give every directory one `RepoCache` per process, shared. Temporaries of other
-    /// processes are kept for at least an hour whatever `max_unused`.
+    /// late), so give every directory one `RepoCache` per process, shared. Leftovers of writes
+    /// (`trees/.tmp-*`) are kept for at least an hour whatever `max_unused`.
     ///
     /// Only listing the `trees` or `blobs` directory is an error; entries that cannot be
     /// removed are listed in [`PruneReport::failures`] and retried at the next prune.
@@ -639,17 +642,19 @@ impl RepoCache {
         let age_of = |time: SystemTime| now.duration_since(time).unwrap_or(Duration::ZERO);
         let trees = self.dir.join("trees");
         let blobs = self.dir.join("blobs");
+        let mut on_disk = std::collections::HashSet::new();
 
         for entry in list(&trees)? {
             let (name, path) = (entry.0, entry.1);
-            if name.starts_with('.') {
-                self.prune_temporary(&name, &path, max_unused, &mut report);
+            if name.starts_with('.') || name.ends_with(SIDECAR_SUFFIX) {
+                self.prune_leftover(&name, &path, max_unused, &mut report);
                 continue;
             }
             if !is_object_id(&name) {
-                // Sidecars go with their tree; anything else is not ours to delete.
+                // Not ours to delete.
                 continue;
             }
+            on_disk.insert(name.clone());
             let modified = match std::fs::symlink_metadata(&path) {
                 Ok(meta) if meta.is_dir() => meta.modified().unwrap_or(now),
                 Ok(_) => continue,
@@ -680,7 +685,7 @@ impl RepoCache {
                     report.trees_kept += 1;
                     continue;
                 }
-                let sidecar = trees.join(format!("{name}.skipped-symlinks"));
+                let sidecar = trees.join(format!("{name}{SIDECAR_SUFFIX}"));
                 match std::fs::remove_file(&sidecar) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         report.failures.push(SourceError::io(&sidecar, e));
@@ -697,6 +702,10 @@ impl RepoCache {
                 Err(e) => report.failures.push(SourceError::io(&doomed, e)),
             }
         }
+
+        // Forget the use records of trees that are neither on disk nor held (a materialization
+        // that failed, or a tree removed by hand), so the map stays as small as the cache.
+        lock(&self.uses).retain(|id, u| u.holders > 0 || on_disk.contains(id));
 
         for (name, path) in list(&blobs)? {
             if !materialize::is_blob_name(&name) {
@@ -741,28 +750,33 @@ impl RepoCache {
         Ok(report)
     }
 
-    /// Remove a temporary entry (`.tmp-<pid>-<n>` being written, `.del-<pid>-<n>` being
-    /// deleted) if nobody can still be working on it.
-    fn prune_temporary(
+    /// Remove a leftover entry of `trees/` if nobody can still be working on it: `.del-*` (a
+    /// deletion that failed or was interrupted), `.tmp-*` (a write that crashed) and a
+    /// `.skipped-symlinks` record without its tree (a write that failed at the last step). The
+    /// last two are only removed once older than `max_unused` and [`LEFTOVER_AGE`]: a
+    /// materialization (of any process) may be writing them right now.
+    fn prune_leftover(
         &self,
         name: &str,
         path: &Path,
         max_unused: Duration,
         report: &mut PruneReport,
     ) {
-        let pid = name.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
         let remove = if name.starts_with(".del-") {
-            // Only a prune makes these and removes them before it returns: this is a deletion
-            // that failed or was interrupted (removing it twice at once is harmless).
+            // Only a prune makes these and removes them before it returns (removing one twice
+            // at once, from two caches over one directory, is harmless).
             true
-        } else if name.starts_with(".tmp-") && pid != Some(std::process::id()) {
+        } else if name.starts_with(".tmp-")
+            || name
+                .strip_suffix(SIDECAR_SUFFIX)
+                .is_some_and(|tree| !path.with_file_name(tree).exists())
+        {
             let age = std::fs::symlink_metadata(path)
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| SystemTime::now().duration_since(t).ok());
-            age.is_some_and(|age| age >= max_unused.max(FOREIGN_TEMPORARY_AGE))
+            age.is_some_and(|age| age >= max_unused.max(LEFTOVER_AGE))
         } else {
-            // This process's own writes in progress (failed ones clean up after themselves).
             false
         };
         if !remove {

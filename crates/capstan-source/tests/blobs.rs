@@ -265,7 +265,7 @@ fn a_restarted_process_prunes_by_the_last_use_recorded_on_disk() {
 }
 
 #[test]
-fn prune_removes_leftover_temporaries_but_not_fresh_ones_of_another_process() {
+fn prune_removes_leftovers_of_failed_writes_but_not_fresh_ones() {
     let (f, _) = fixture();
     let trees = f.cache.dir().join("trees");
     let blobs = f.cache.dir().join("blobs");
@@ -283,6 +283,18 @@ fn prune_removes_leftover_temporaries_but_not_fresh_ones_of_another_process() {
         .unwrap()
         .set_modified(SystemTime::now() - Duration::from_secs(2 * 3600))
         .unwrap();
+    // The record of skipped symlinks of a tree whose write failed at the last step, and one
+    // whose tree is being written right now.
+    let orphan = trees.join(format!("{}.skipped-symlinks", "ab".repeat(20)));
+    std::fs::write(&orphan, "evil\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&orphan)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(2 * 3600))
+        .unwrap();
+    let being_written = trees.join(format!("{}.skipped-symlinks", "cd".repeat(20)));
+    std::fs::write(&being_written, "evil\n").unwrap();
     // A fresh temporary of another process, which may still be writing it.
     let fresh = trees.join(".tmp-4194305-5");
     std::fs::create_dir(&fresh).unwrap();
@@ -294,10 +306,12 @@ fn prune_removes_leftover_temporaries_but_not_fresh_ones_of_another_process() {
 
     let report = f.cache.prune(Duration::ZERO).unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
-    assert_eq!(report.temporaries_removed, 2);
-    assert_eq!(report.bytes_freed, 8);
+    assert_eq!(report.temporaries_removed, 3);
+    assert_eq!(report.bytes_freed, 13);
     assert!(!interrupted.exists());
     assert!(!crashed_tree.exists());
+    assert!(!orphan.exists());
+    assert!(being_written.is_file());
     assert!(fresh.is_dir());
     assert!(stranger.is_file());
     assert!(stranger_blob.is_file());
