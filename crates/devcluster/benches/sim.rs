@@ -1,6 +1,9 @@
-//! Simulated controllers at scale: 1,000 Deployments of 3 replicas each, created through the
-//! API, until every one is Available. Prints wall time, the process's CPU time (user + system)
-//! and its peak RSS, for the default pod ready delay (200 ms) and for a zero delay side by side.
+//! Simulated controllers at scale, created through the API until every Deployment is Available.
+//! Two shapes: 1,000 Deployments of 3 replicas each in one namespace (for the default pod ready
+//! delay of 200 ms and for a zero delay side by side), and the shape of `capstan bench scale`:
+//! 10 namespaces of 100 apps, each a Deployment of 1 replica and a Service selecting its pod (so
+//! 100 Services and 100 Pods per namespace, which exercises the service → pods index).
+//! Prints wall time, the process's CPU time (user + system) and its peak RSS.
 //!
 //! The Deployments are created through the in-process API functions (what the HTTP handlers
 //! call), so the CPU figures are the devcluster's own work: storage, watch fan-out, and the
@@ -16,8 +19,21 @@ use devcluster::sim::SimConfig;
 use devcluster::{Config, DevCluster};
 use serde_json::{Value, json};
 
-const DEPLOYMENTS: usize = 1000;
-const REPLICAS: usize = 3;
+/// One scenario: `namespaces` × `apps` Deployments of `replicas`, with a Service each if
+/// `services`.
+#[derive(Clone, Copy)]
+struct Shape {
+    namespaces: usize,
+    apps: usize,
+    replicas: usize,
+    services: bool,
+}
+
+impl Shape {
+    fn deployments(&self) -> usize {
+        self.namespaces * self.apps
+    }
+}
 
 /// CPU time of this process so far (user + system), from /proc/self/stat.
 fn cpu_time() -> Option<Duration> {
@@ -57,13 +73,16 @@ fn op(cluster: &DevCluster, group: &str, resource: &str, ns: Option<&str>) -> Op
     }
 }
 
-fn available_count(cluster: &DevCluster) -> usize {
+fn available_count(cluster: &DevCluster, replicas: usize) -> usize {
     cluster
         .state()
         .store
         .all_of("apps/deployments")
         .iter()
-        .filter_map(|s| s.value().ok())
+        // Parsed from the bytes on purpose: this polling is the bench's own work, and parsing
+        // keeps its cost the same whether or not the store keeps objects parsed, so that
+        // figures of builds before and after that change compare.
+        .filter_map(|s| serde_json::from_slice::<Value>(&s.bytes).ok())
         .filter(|d| {
             d.pointer("/status/conditions")
                 .and_then(Value::as_array)
@@ -72,13 +91,14 @@ fn available_count(cluster: &DevCluster) -> usize {
                 .any(|c| c["type"] == "Available" && c["status"] == "True")
                 && d.pointer("/status/availableReplicas")
                     .and_then(Value::as_u64)
-                    == Some(REPLICAS as u64)
+                    == Some(replicas as u64)
         })
         .count()
 }
 
 struct Figures {
     delay: Duration,
+    services: usize,
     create: Duration,
     total: Duration,
     cpu: Duration,
@@ -88,7 +108,7 @@ struct Figures {
     writes: u64,
 }
 
-async fn run(delay: Duration) -> Figures {
+async fn run(delay: Duration, shape: Shape) -> Figures {
     let cluster = DevCluster::start(Config {
         sim: SimConfig {
             pod_ready_delay: delay,
@@ -99,40 +119,62 @@ async fn run(delay: Duration) -> Figures {
     .await
     .expect("devcluster starts");
     let ns_op = op(&cluster, "", "namespaces", None);
-    api::create(
-        cluster.state(),
-        &ns_op,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}),
-    )
-    .expect("namespace created");
+    let namespaces: Vec<String> = (0..shape.namespaces)
+        .map(|i| format!("bench-{i}"))
+        .collect();
+    for ns in &namespaces {
+        api::create(
+            cluster.state(),
+            &ns_op,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .expect("namespace created");
+    }
     let rv0 = cluster.state().store.current_rv();
     let cpu0 = cpu_time().unwrap_or_default();
     let t0 = Instant::now();
-    let d_op = op(&cluster, "apps", "deployments", Some("bench"));
-    for i in 0..DEPLOYMENTS {
-        let name = format!("app-{i}");
-        let d = json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name, "namespace": "bench"},
-            "spec": {
-                "replicas": REPLICAS,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+    let mut created = 0;
+    for ns in &namespaces {
+        let d_op = op(&cluster, "apps", "deployments", Some(ns));
+        let s_op = op(&cluster, "", "services", Some(ns));
+        for i in 0..shape.apps {
+            let name = format!("app-{i}");
+            let d = json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {
+                    "replicas": shape.replicas,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {
+                        "metadata": {"labels": {"app": name}},
+                        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+                    },
                 },
-            },
-        });
-        api::create(cluster.state(), &d_op, d).expect("deployment created");
-        // Let the simulation run beside the creations, as it would beside real clients.
-        if i % 50 == 49 {
-            tokio::task::yield_now().await;
+            });
+            api::create(cluster.state(), &d_op, d).expect("deployment created");
+            if shape.services {
+                let s = json!({
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {
+                        "selector": {"app": name},
+                        "ports": [{"port": 80, "targetPort": 8080}],
+                    },
+                });
+                api::create(cluster.state(), &s_op, s).expect("service created");
+            }
+            created += 1;
+            // Let the simulation run beside the creations, as it would beside real clients.
+            if created % 50 == 0 {
+                tokio::task::yield_now().await;
+            }
         }
     }
     let create = t0.elapsed();
     loop {
-        if available_count(&cluster) == DEPLOYMENTS {
+        if available_count(&cluster, shape.replicas) == shape.deployments() {
             break;
         }
         assert!(
@@ -144,12 +186,14 @@ async fn run(delay: Duration) -> Figures {
     let total = t0.elapsed();
     let cpu = cpu_time().unwrap_or_default().saturating_sub(cpu0);
     let pods = cluster.state().store.all_of("/pods").len();
+    let services = cluster.state().store.all_of("/services").len();
     let events = cluster.state().store.all_of("/events").len();
     let writes = cluster.state().store.current_rv() - rv0;
     let peak_rss = peak_rss_mib().unwrap_or(0.0);
     cluster.shutdown().await;
     Figures {
         delay,
+        services,
         create,
         total,
         cpu,
@@ -166,33 +210,52 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let one_ns = Shape {
+        namespaces: 1,
+        apps: 1000,
+        replicas: 3,
+        services: false,
+    };
+    let with_services = Shape {
+        namespaces: 10,
+        apps: 100,
+        replicas: 1,
+        services: true,
+    };
     println!(
-        "{DEPLOYMENTS} Deployments x {REPLICAS} replicas until all Available (in-process API, 2 worker threads)"
+        "Deployments until all Available (in-process API, 2 worker threads): 1 namespace x 1000 \
+         Deployments x 3 replicas, then 10 namespaces x 100 (Deployment x 1 replica + Service)"
     );
     println!(
-        "{:>11} {:>10} {:>11} {:>10} {:>8} {:>8} {:>8} {:>10} {:>13}",
+        "{:>11} {:>10} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>13}",
         "ready delay",
         "create s",
         "available s",
         "CPU s",
         "CPU/wall",
         "pods",
+        "services",
         "events",
         "writes",
         "peak RSS MiB"
     );
     // Zero delay first: the peak RSS figure is a high-water mark of the whole process, so the
-    // second row's includes the first's.
-    for delay in [Duration::ZERO, Duration::from_millis(200)] {
-        let f = rt.block_on(run(delay));
+    // later rows' include the first's.
+    for (delay, shape) in [
+        (Duration::ZERO, one_ns),
+        (Duration::from_millis(200), one_ns),
+        (Duration::ZERO, with_services),
+    ] {
+        let f = rt.block_on(run(delay, shape));
         println!(
-            "{:>9}ms {:>10.2} {:>11.2} {:>10.2} {:>8.2} {:>8} {:>8} {:>10} {:>13.1}",
+            "{:>9}ms {:>10.2} {:>11.2} {:>10.2} {:>8.2} {:>8} {:>8} {:>8} {:>10} {:>13.1}",
             f.delay.as_millis(),
             f.create.as_secs_f64(),
             f.total.as_secs_f64(),
             f.cpu.as_secs_f64(),
             f.cpu.as_secs_f64() / f.total.as_secs_f64(),
             f.pods,
+            f.services,
             f.events,
             f.writes,
             f.peak_rss,

@@ -44,6 +44,11 @@ pub struct Reply {
     pub body: Bytes,
     /// `Warning` headers to send.
     pub warnings: Vec<String>,
+    /// After a create, update or patch of the main resource or its status: the object as
+    /// stored, so that in-process callers (the simulated controllers) need not parse `body`.
+    /// It is `body` parsed, except for types served in another form than stored (several
+    /// versions of a CRD, events.k8s.io).
+    pub object: Option<Arc<Value>>,
 }
 
 impl Reply {
@@ -52,6 +57,14 @@ impl Reply {
             code,
             body,
             warnings: Vec::new(),
+            object: None,
+        }
+    }
+
+    fn with_object(code: u16, body: Bytes, object: Arc<Value>) -> Reply {
+        Reply {
+            object: Some(object),
+            ..Reply::new(code, body)
         }
     }
 }
@@ -462,7 +475,7 @@ fn check_namespace_usable(state: &State, op: &Op) -> Result<(), ApiError> {
     match state.store.get(&ns_info.storage_key(), "", ns) {
         None => Err(ApiError::not_found(&ns_info, ns)),
         Some(st) => {
-            let v = st.value().map_err(corrupt)?;
+            let v = st.shared().map_err(corrupt)?;
             if meta(&v).is_some_and(|m| m.contains_key("deletionTimestamp")) {
                 Err(ApiError {
                     details: Some(json!({"name": ns, "kind": "namespaces"})),
@@ -486,7 +499,7 @@ pub fn get(state: &State, op: &Op) -> Result<Bytes, ApiError> {
         .get(&op.info.storage_key(), op.ns(), op.name())
         .ok_or_else(|| ApiError::not_found(&op.info, op.name()))?;
     if op.subresource.as_deref() == Some("scale") {
-        let v = st.value().map_err(corrupt)?;
+        let v = st.shared().map_err(corrupt)?;
         return Ok(Bytes::from(scale_of(&op.info, &v).to_string()));
     }
     Ok(served_version(&op.info, st.bytes))
@@ -563,6 +576,8 @@ pub struct Selectors {
     pub labels: LabelSelector,
     /// Field selector.
     pub fields: FieldSelector,
+    /// Whether the field selector reads the object's content (computed once, not per object).
+    needs_object: bool,
 }
 
 impl Selectors {
@@ -576,12 +591,16 @@ impl Selectors {
             &op.info.resource,
         )
         .map_err(ApiError::bad_request)?;
-        Ok(Selectors { labels, fields })
+        Ok(Selectors {
+            needs_object: fields.needs_object(),
+            labels,
+            fields,
+        })
     }
 
     /// Tests one stored object.
     pub fn matches(&self, ns: &str, name: &str, bytes: &[u8]) -> bool {
-        if !self.fields.needs_object() {
+        if !self.needs_object {
             if !self.fields.matches(ns, name, None) {
                 return false;
             }
@@ -687,23 +706,24 @@ pub fn create(state: &State, op: &Op, mut obj: Value) -> Result<Reply, ApiError>
     check_kind(op, &mut obj)?;
     check_namespace(op, &mut obj)?;
     let warnings = unknown_fields(op, &obj)?;
-    let created = create_object(state, op, obj, |o| {
+    let (created, object) = create_object(state, op, obj, |o| {
         apply::record_update(&op.info.hints, None, o, &op.manager, None, &now());
         Ok(())
     })?;
-    let mut reply = Reply::new(201, served_version(&op.info, created));
+    let mut reply = Reply::with_object(201, served_version(&op.info, created), object);
     reply.warnings = warnings;
     Ok(reply)
 }
 
 /// Fills server-set metadata for a new object, validates, and stores it (unless dry-run).
-/// `fields` records the managed fields once the final content is known.
+/// `fields` records the managed fields once the final content is known. Returns the stored
+/// bytes and object.
 fn create_object(
     state: &State,
     op: &Op,
     mut obj: Value,
     fields: impl FnOnce(&mut Value) -> Result<(), ApiError>,
-) -> Result<Bytes, ApiError> {
+) -> Result<(Bytes, Arc<Value>), ApiError> {
     let info = &op.info;
     let m = meta_mut(&mut obj);
     let mut name = m
@@ -760,20 +780,20 @@ fn create_object(
     let rv_hint = state.store.current_rv() + 1;
     prepare_kind(state, op, &mut obj, None, rv_hint)?;
     fields(&mut obj)?;
-    let mut obj = to_storage(info, obj);
+    let obj = to_storage(info, obj);
     let skey = info.storage_key();
     if op.dry_run() {
         if state.store.get(&skey, op.ns(), &name).is_some() {
             return Err(ApiError::already_exists(info, &name));
         }
-        return Ok(Bytes::from(obj.to_string()));
+        return Ok((Bytes::from(obj.to_string()), Arc::new(obj)));
     }
-    let (_, bytes) = state
+    let written = state
         .store
-        .write(&skey, op.ns(), &name, Expect::Absent, Some(&mut obj))
+        .write(&skey, op.ns(), &name, Expect::Absent, Some(obj))
         .map_err(|e| store_err(info, &name, e))?;
-    after_write(state, info, &obj, false);
-    Ok(bytes)
+    after_write(state, info, &written.object, false);
+    Ok((written.bytes, written.object))
 }
 
 /// Side effects of a committed write on the served API (CRDs).
@@ -792,8 +812,8 @@ fn after_write(state: &State, info: &ResourceInfo, obj: &Value, deleted: bool) {
 
 /// How an update computes the new object from the live one.
 enum Change<'a> {
-    /// PUT with a full object.
-    Replace(&'a Value),
+    /// PUT with a full object (taken when there is only one attempt).
+    Replace(&'a mut Value),
     /// PATCH (non-apply).
     Patch(PatchKind, &'a Value),
     /// Server-side apply.
@@ -803,7 +823,7 @@ enum Change<'a> {
 /// PUT.
 pub fn update(state: &State, op: &Op, mut obj: Value) -> Result<Reply, ApiError> {
     if op.subresource.as_deref() == Some("scale") {
-        return update_scale(state, op, Change::Replace(&obj));
+        return update_scale(state, op, Change::Replace(&mut obj));
     }
     check_kind(op, &mut obj)?;
     check_namespace(op, &mut obj)?;
@@ -820,8 +840,8 @@ pub fn update(state: &State, op: &Op, mut obj: Value) -> Result<Reply, ApiError>
         }
     }
     let warnings = unknown_fields(op, &obj)?;
-    let body = write_loop(state, op, Change::Replace(&obj))?;
-    let mut reply = Reply::new(200, served_version(&op.info, body));
+    let (body, object) = write_loop(state, op, Change::Replace(&mut obj))?;
+    let mut reply = Reply::with_object(200, served_version(&op.info, body), object);
     reply.warnings = warnings;
     Ok(reply)
 }
@@ -891,8 +911,8 @@ pub fn patch(state: &State, op: &Op, kind: PatchKind, patch: Value) -> Result<Re
         if op.subresource.as_deref() == Some("scale") {
             return update_scale(state, op, Change::Apply(&applied, force));
         }
-        let body = write_loop(state, op, Change::Apply(&applied, force))?;
-        let mut reply = Reply::new(200, served_version(&op.info, body));
+        let (body, object) = write_loop(state, op, Change::Apply(&applied, force))?;
+        let mut reply = Reply::with_object(200, served_version(&op.info, body), object);
         reply.warnings = warnings;
         return Ok(reply);
     }
@@ -913,18 +933,25 @@ pub fn patch(state: &State, op: &Op, kind: PatchKind, patch: Value) -> Result<Re
         (_, v) => v.clone(),
     };
     let warnings = unknown_fields(op, &touched)?;
-    let body = write_loop(state, op, Change::Patch(kind, &patch))?;
-    let mut reply = Reply::new(200, served_version(&op.info, body));
+    let (body, object) = write_loop(state, op, Change::Patch(kind, &patch))?;
+    let mut reply = Reply::with_object(200, served_version(&op.info, body), object);
     reply.warnings = warnings;
     Ok(reply)
 }
 
 /// Reads the live object, computes the new one, commits; retries when someone else wrote in
 /// between (except for a PUT that named a resourceVersion: that is the client's precondition).
-fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiError> {
+fn write_loop(
+    state: &State,
+    op: &Op,
+    mut change: Change<'_>,
+) -> Result<(Bytes, Arc<Value>), ApiError> {
     let info = &op.info;
     let skey = info.storage_key();
     let name = op.name().to_string();
+    // A PUT naming a resourceVersion is the client's precondition: a conflict is its answer,
+    // not a reason to try again.
+    let retry_conflicts = !matches!(&change, Change::Replace(b) if meta_str(b, "resourceVersion").is_some_and(|s| !s.is_empty()));
     for _ in 0..MAX_RETRIES {
         let Some(cur) = state.store.get(&skey, op.ns(), &name) else {
             if let Change::Apply(applied, force) = &change {
@@ -958,11 +985,12 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
             }
             return Err(ApiError::not_found(info, &name));
         };
-        let live = cur.value().map_err(corrupt)?;
+        let live_shared = cur.shared().map_err(corrupt)?;
+        let live: &Value = &live_shared;
         // The change is computed on the object as this API serves it.
-        let live_served = served_value(info, &live);
-        let live_view = live_served.as_ref().unwrap_or(&live);
-        let new = match &change {
+        let live_served = served_value(info, live);
+        let live_view = live_served.as_ref().unwrap_or(live);
+        let new = match &mut change {
             Change::Replace(body) => {
                 if let Some(rv) = meta_str(body, "resourceVersion").filter(|s| !s.is_empty())
                     && rv != cur.rv.to_string()
@@ -973,7 +1001,12 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
                         "the object has been modified; please apply your changes to the latest version and try again",
                     ));
                 }
-                let mut new = (*body).clone();
+                // Without retries this is the only attempt: the body is taken, not copied.
+                let mut new = if retry_conflicts {
+                    (**body).clone()
+                } else {
+                    std::mem::take(*body)
+                };
                 let sent_fields = meta(&new)
                     .and_then(|m| m.get("managedFields"))
                     .and_then(Value::as_array)
@@ -1037,10 +1070,10 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
             }
         };
         let mut new = to_storage(info, new);
-        restore_server_fields(op, &live, &mut new)?;
+        restore_server_fields(op, live, &mut new)?;
         check_meta_strings(op, &new, &name)?;
-        let changed_spec = spec_like(&live) != spec_like(&new);
-        let generation = meta(&live)
+        let changed_spec = spec_like(live) != spec_like(&new);
+        let generation = meta(live)
             .and_then(|m| m.get("generation"))
             .and_then(Value::as_i64)
             .unwrap_or(1);
@@ -1052,38 +1085,36 @@ fn write_loop(state: &State, op: &Op, change: Change<'_>) -> Result<Bytes, ApiEr
                 generation
             }),
         );
-        prepare_kind(state, op, &mut new, Some(&live), cur.rv)?;
+        prepare_kind(state, op, &mut new, Some(live), cur.rv)?;
         let terminating = meta(&new).is_some_and(|m| m.contains_key("deletionTimestamp"));
         let no_finalizers = meta(&new)
             .and_then(|m| m.get("finalizers"))
             .and_then(Value::as_array)
             .is_none_or(|a| a.is_empty());
         if op.dry_run() {
-            return Ok(Bytes::from(new.to_string()));
+            return Ok((Bytes::from(new.to_string()), Arc::new(new)));
         }
-        let result = if terminating && no_finalizers {
+        let deleted = terminating && no_finalizers;
+        let result = if deleted {
             state
                 .store
                 .write(&skey, op.ns(), &name, Expect::Rv(cur.rv), None)
-                .map(|(_, b)| (b, true))
+                .map(|w| (w.bytes, Arc::new(new)))
         } else {
             state
                 .store
-                .write(&skey, op.ns(), &name, Expect::Rv(cur.rv), Some(&mut new))
-                .map(|(_, b)| (b, false))
+                .write(&skey, op.ns(), &name, Expect::Rv(cur.rv), Some(new))
+                .map(|w| (w.bytes, w.object))
         };
         match result {
-            Ok((bytes, deleted)) => {
+            Ok((bytes, new)) => {
                 after_write(state, info, &new, deleted);
                 if deleted {
                     on_deleted(state, info, &new);
                 }
-                return Ok(bytes);
+                return Ok((bytes, new));
             }
-            Err(StoreError::Conflict) if !matches!(change, Change::Replace(b) if meta_str(b, "resourceVersion").is_some_and(|s| !s.is_empty())) =>
-            {
-                continue;
-            }
+            Err(StoreError::Conflict) if retry_conflicts => continue,
             Err(e) => return Err(store_err(info, &name, e)),
         }
     }
@@ -1246,7 +1277,7 @@ fn update_scale(state: &State, op: &Op, change: Change<'_>) -> Result<Reply, Api
             .store
             .get(&skey, op.ns(), &name)
             .ok_or_else(|| ApiError::not_found(info, &name))?;
-        let live = cur.value().map_err(corrupt)?;
+        let live = cur.shared().map_err(corrupt)?;
         let scale = scale_of(info, &live);
         let new_scale = match &change {
             Change::Replace(v) => (*v).clone(),
@@ -1289,12 +1320,12 @@ fn update_scale(state: &State, op: &Op, change: Change<'_>) -> Result<Reply, Api
                 )],
             ));
         }
-        let mut new = live.clone();
+        let mut new = Value::clone(&live);
         let pointer = paths.spec_replicas.replace('.', "/");
         set_pointer(&mut new, &pointer, json!(replicas));
         apply::record_update(
             &info.hints,
-            Some(&live),
+            Some(&*live),
             &mut new,
             &op.manager,
             Some("scale"),
@@ -1315,12 +1346,12 @@ fn update_scale(state: &State, op: &Op, change: Change<'_>) -> Result<Reply, Api
         }
         match state
             .store
-            .write(&skey, op.ns(), &name, Expect::Rv(cur.rv), Some(&mut new))
+            .write(&skey, op.ns(), &name, Expect::Rv(cur.rv), Some(new))
         {
-            Ok(_) => {
+            Ok(w) => {
                 return Ok(Reply::new(
                     200,
-                    Bytes::from(scale_of(info, &new).to_string()),
+                    Bytes::from(scale_of(info, &w.object).to_string()),
                 ));
             }
             Err(StoreError::Conflict) => continue,
@@ -1374,6 +1405,17 @@ fn delete_stored(state: &State, op: &Op, options: Option<&Value>) -> Result<Repl
             .and_then(Value::as_array)
             .is_some_and(|a| a.iter().any(|v| v == "All"));
     let propagation = Propagation::of(op, options)?;
+    let is_namespace = info.group.is_empty() && info.resource == "namespaces";
+    // Refused before the object is read, as Kubernetes' admission does (these namespaces always
+    // exist: they cannot be deleted).
+    if is_namespace && IMMORTAL_NAMESPACES.contains(&name.as_str()) {
+        return Err(ApiError {
+            details: Some(json!({"name": name, "kind": "namespaces"})),
+            ..ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            ))
+        });
+    }
     for _ in 0..MAX_RETRIES {
         let cur = state
             .store
@@ -1406,7 +1448,6 @@ fn delete_stored(state: &State, op: &Op, options: Option<&Value>) -> Result<Repl
                 ));
             }
         }
-        let is_namespace = info.group.is_empty() && info.resource == "namespaces";
         // The garbage collector's finalizers, as the propagation policy asks (namespaces
         // delete their content themselves, see `finish_namespace`).
         let finalizers_changed = if is_namespace {
@@ -1434,14 +1475,6 @@ fn delete_stored(state: &State, op: &Op, options: Option<&Value>) -> Result<Repl
             .and_then(|m| m.get("finalizers"))
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty());
-        if is_namespace && IMMORTAL_NAMESPACES.contains(&name.as_str()) {
-            return Err(ApiError {
-                details: Some(json!({"name": name, "kind": "namespaces"})),
-                ..ApiError::forbidden(format!(
-                    "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-                ))
-            });
-        }
         if has_finalizers || is_namespace {
             let already = meta(&live).is_some_and(|m| m.contains_key("deletionTimestamp"));
             if !already {
@@ -1463,9 +1496,9 @@ fn delete_stored(state: &State, op: &Op, options: Option<&Value>) -> Result<Repl
             } else {
                 match state
                     .store
-                    .write(&skey, op.ns(), &name, Expect::Rv(cur.rv), Some(&mut live))
+                    .write(&skey, op.ns(), &name, Expect::Rv(cur.rv), Some(live))
                 {
-                    Ok((_, b)) => b,
+                    Ok(w) => w.bytes,
                     Err(StoreError::Conflict) => continue,
                     Err(e) => return Err(store_err(info, &name, e)),
                 }
@@ -1485,10 +1518,10 @@ fn delete_stored(state: &State, op: &Op, options: Option<&Value>) -> Result<Repl
             .store
             .write(&skey, op.ns(), &name, Expect::Rv(cur.rv), None)
         {
-            Ok((_, bytes)) => {
+            Ok(w) => {
                 after_write(state, info, &live, true);
                 on_deleted(state, info, &live);
-                return Ok(Reply::new(200, bytes));
+                return Ok(Reply::new(200, w.bytes));
             }
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(store_err(info, &name, e)),
@@ -1621,7 +1654,7 @@ fn on_deleted(state: &State, info: &ResourceInfo, obj: &Value) {
             .unwrap_or("");
         let skey = format!("{group}/{plural}");
         for st in state.store.all_of(&skey) {
-            let Ok(v) = st.value() else { continue };
+            let Ok(v) = st.shared() else { continue };
             let ns = meta_str(&v, "namespace").unwrap_or("");
             let name = meta_str(&v, "name").unwrap_or("");
             if let Err(e) = state.store.write(&skey, ns, name, Expect::Rv(st.rv), None) {
@@ -1679,7 +1712,7 @@ pub fn finish_namespace(state: &State, ns: &str) -> Option<Bytes> {
         .store
         .write(&ns_info.storage_key(), "", ns, Expect::Rv(cur.rv), None)
         .ok()
-        .map(|(_, b)| b)
+        .map(|w| w.bytes)
 }
 
 /// DELETE on a collection.
@@ -1700,17 +1733,14 @@ pub fn delete_collection(
     )?;
     let mut deleted = Vec::new();
     for item in &listed.items {
-        let v = item.value().map_err(corrupt)?;
+        let v = item.shared().map_err(corrupt)?;
         let one = Op {
             namespace: meta_str(&v, "namespace").map(String::from),
             name: meta_str(&v, "name").map(String::from),
             ..clone_op(op)
         };
         match delete(state, &one, options) {
-            Ok(r) => deleted.push(Stored {
-                rv: 0,
-                bytes: r.body,
-            }),
+            Ok(r) => deleted.push(Stored::new(0, r.body)),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

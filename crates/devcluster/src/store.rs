@@ -9,10 +9,14 @@
 //!   nothing and is reported to the client.
 //! - Objects are stored as the exact bytes returned to clients (with `metadata.resourceVersion`
 //!   set), so a list is a concatenation, not a re-serialization.
+//! - For the types named with [`Store::keep_parsed`] (those the simulated controllers read on
+//!   every change), the parsed object is kept beside its bytes, shared behind an `Arc`: it is the
+//!   very `Value` the writer serialized, so readers get it without parsing. Other types keep
+//!   only their bytes (a parsed object costs several times its JSON size in memory).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -62,6 +66,21 @@ pub struct Event {
     /// enters or leaves the selection into ADDED or DELETED, as Kubernetes does. Shared with
     /// the replaced version, so it costs no copy.
     pub prev: Option<Bytes>,
+    /// The parsed object after the change, while anybody still holds it (the store does as long
+    /// as this is the current version of an object of a type it keeps parsed). Weak, so that
+    /// the history does not keep parsed copies of superseded versions alive.
+    parsed: Weak<Value>,
+}
+
+impl Event {
+    /// The object after the change, parsed: shared with the store when still held, parsed from
+    /// `bytes` otherwise.
+    pub fn value(&self) -> Result<Arc<Value>, StoreError> {
+        match self.parsed.upgrade() {
+            Some(v) => Ok(v),
+            None => parse(&self.bytes).map(Arc::new),
+        }
+    }
 }
 
 /// A stored object.
@@ -71,14 +90,54 @@ pub struct Stored {
     pub rv: u64,
     /// Its JSON.
     pub bytes: Bytes,
+    /// The same object parsed, for the types the store keeps parsed.
+    parsed: Option<Arc<Value>>,
+}
+
+/// Parses stored JSON. The bytes were produced by `serde_json` from a `Value`, so this cannot
+/// fail short of memory corruption; a failure is still reported, not unwrapped.
+fn parse(bytes: &[u8]) -> Result<Value, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl Stored {
-    /// Parses the stored JSON. The bytes were produced by `serde_json` from a `Value`, so this
-    /// cannot fail short of memory corruption; a failure is still reported, not unwrapped.
-    pub fn value(&self) -> Result<Value, StoreError> {
-        serde_json::from_slice(&self.bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    /// An object known only by its bytes (no parsed form kept).
+    pub fn new(rv: u64, bytes: Bytes) -> Stored {
+        Stored {
+            rv,
+            bytes,
+            parsed: None,
+        }
     }
+
+    /// The object as an owned `Value` to modify: a copy of the kept parsed form, or parsed from
+    /// the bytes. Readers that do not modify it should use [`Stored::shared`].
+    pub fn value(&self) -> Result<Value, StoreError> {
+        match &self.parsed {
+            Some(v) => Ok(Value::clone(v)),
+            None => parse(&self.bytes),
+        }
+    }
+
+    /// The object, shared: free for the types the store keeps parsed, parsed from the bytes
+    /// otherwise.
+    pub fn shared(&self) -> Result<Arc<Value>, StoreError> {
+        match &self.parsed {
+            Some(v) => Ok(v.clone()),
+            None => parse(&self.bytes).map(Arc::new),
+        }
+    }
+}
+
+/// The result of a successful [`Store::write`].
+#[derive(Debug)]
+pub struct Written {
+    /// The new resourceVersion.
+    pub rv: u64,
+    /// The bytes stored (for a delete: the last state with the new rv).
+    pub bytes: Bytes,
+    /// The same object, parsed (the value the caller passed in, with the new rv set).
+    pub object: Arc<Value>,
 }
 
 /// Why a write was refused.
@@ -127,6 +186,8 @@ struct TypeState {
     /// Changes after this rv are all in `history` (older ones were dropped or predate a restart).
     floor: u64,
     key: Option<Arc<str>>,
+    /// Whether objects of this type keep their parsed form (see [`Store::keep_parsed`]).
+    keep_parsed: bool,
 }
 
 struct Inner {
@@ -266,17 +327,39 @@ impl Store {
         out
     }
 
+    /// Keeps objects of the type `skey` parsed beside their bytes from now on (those already
+    /// stored are parsed once here), so that [`Stored::shared`] and [`Event::value`] cost
+    /// nothing for them. For the types read on every change; it costs memory per object.
+    pub fn keep_parsed(&self, skey: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let ts = inner.types.entry(skey.to_string()).or_default();
+        if ts.keep_parsed {
+            return Ok(());
+        }
+        // Parse everything first, so a corrupt object leaves the type as it was.
+        let mut parsed = Vec::with_capacity(ts.objects.len());
+        for st in ts.objects.values() {
+            parsed.push(Arc::new(parse(&st.bytes)?));
+        }
+        for (st, v) in ts.objects.values_mut().zip(parsed) {
+            st.parsed = Some(v);
+        }
+        ts.keep_parsed = true;
+        Ok(())
+    }
+
     /// Writes (`Some(object)`) or removes (`None`) an object under a precondition. Sets
     /// `metadata.resourceVersion` to the new rv, persists, records the event and tells watchers.
-    /// Returns the new rv and the bytes stored (for a delete: the last state with the new rv).
+    /// Returns the new rv, the bytes stored and the object (for a delete: the last state with
+    /// the new rv).
     pub fn write(
         &self,
         skey: &str,
         ns: &str,
         name: &str,
         expect: Expect,
-        object: Option<&mut Value>,
-    ) -> Result<(u64, Bytes), StoreError> {
+        object: Option<Value>,
+    ) -> Result<Written, StoreError> {
         let mut inner = self.lock();
         let new_rv = inner.rv + 1;
         let key = (Box::<str>::from(ns), Box::<str>::from(name));
@@ -288,19 +371,19 @@ impl Store {
             _ => {}
         }
         let prev = current.map(|c| c.bytes.clone());
-        let (kind, bytes) = match object {
-            Some(obj) => {
-                set_rv(obj, new_rv);
+        let (kind, bytes, object) = match object {
+            Some(mut obj) => {
+                set_rv(&mut obj, new_rv);
                 let kind = if current.is_some() {
                     EventType::Modified
                 } else {
                     EventType::Added
                 };
-                let mut v = serde_json::to_vec(obj).map_err(persist_err)?;
+                let mut v = serde_json::to_vec(&obj).map_err(persist_err)?;
                 // The serializer grows its buffer by doubling; stored objects live long, so
                 // the slack would be memory overhead per object.
                 v.shrink_to_fit();
-                (kind, Bytes::from(v))
+                (kind, Bytes::from(v), obj)
             }
             None => {
                 // Invariant: `Expect::Rv` matched above, so `current` is Some for deletes; an
@@ -313,9 +396,11 @@ impl Store {
                 (
                     EventType::Deleted,
                     Bytes::from(serde_json::to_vec(&last).map_err(persist_err)?),
+                    last,
                 )
             }
         };
+        let object = Arc::new(object);
         if self.durable && inner.db.is_none() {
             return Err(StoreError::Persist("the store is closed".into()));
         }
@@ -346,6 +431,7 @@ impl Store {
                 Stored {
                     rv: new_rv,
                     bytes: bytes.clone(),
+                    parsed: ts.keep_parsed.then(|| object.clone()),
                 },
             );
         }
@@ -361,6 +447,11 @@ impl Store {
             } else {
                 None
             },
+            parsed: if ts.keep_parsed {
+                Arc::downgrade(&object)
+            } else {
+                Weak::new()
+            },
         });
         ts.history.push_back(event.clone());
         while ts.history.len() > limit {
@@ -370,7 +461,11 @@ impl Store {
         }
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(event);
-        Ok((new_rv, bytes))
+        Ok(Written {
+            rv: new_rv,
+            bytes,
+            object,
+        })
     }
 
     /// Starts a watch on a type: returns the events to send first, and a receiver of everything
@@ -394,6 +489,7 @@ impl Store {
                         kind: EventType::Added,
                         bytes: st.bytes.clone(),
                         prev: None,
+                        parsed: st.parsed.as_ref().map_or_else(Weak::new, Arc::downgrade),
                     })
                 })
                 .collect(),
@@ -465,7 +561,7 @@ fn load(db: &redb::Database, inner: &mut Inner) -> Result<(), StoreError> {
             .unwrap_or(0);
         let ts = inner.types.entry(skey.to_string()).or_default();
         ts.objects
-            .insert((ns.into(), name.into()), Stored { rv: obj_rv, bytes });
+            .insert((ns.into(), name.into()), Stored::new(obj_rv, bytes));
     }
     for ts in inner.types.values_mut() {
         ts.floor = rv;
@@ -481,31 +577,32 @@ mod tests {
     #[test]
     fn rv_is_monotonic_and_preconditions_hold() {
         let s = Store::open(None, 3).unwrap();
-        let mut a = json!({"metadata": {"name": "a"}});
-        let (rv1, _) = s
-            .write("/cm", "ns", "a", Expect::Absent, Some(&mut a))
-            .unwrap();
+        let a = json!({"metadata": {"name": "a"}});
+        let rv1 = s
+            .write("/cm", "ns", "a", Expect::Absent, Some(a.clone()))
+            .unwrap()
+            .rv;
         assert!(matches!(
-            s.write("/cm", "ns", "a", Expect::Absent, Some(&mut a)),
+            s.write("/cm", "ns", "a", Expect::Absent, Some(a.clone())),
             Err(StoreError::AlreadyExists)
         ));
         assert!(matches!(
-            s.write("/cm", "ns", "a", Expect::Rv(rv1 + 5), Some(&mut a)),
+            s.write("/cm", "ns", "a", Expect::Rv(rv1 + 5), Some(a.clone())),
             Err(StoreError::Conflict)
         ));
-        let (rv2, bytes) = s
-            .write("/cm", "ns", "a", Expect::Rv(rv1), Some(&mut a))
+        let w = s
+            .write("/cm", "ns", "a", Expect::Rv(rv1), Some(a.clone()))
             .unwrap();
-        assert_eq!(rv2, rv1 + 1);
+        assert_eq!(w.rv, rv1 + 1);
         assert!(
-            std::str::from_utf8(&bytes)
+            std::str::from_utf8(&w.bytes)
                 .unwrap()
-                .contains(&format!("\"{rv2}\""))
+                .contains(&format!("\"{}\"", w.rv))
         );
         // History keeps 3 events: after 4 more writes the first ones are compacted.
         for _ in 0..4 {
             let cur = s.get("/cm", "ns", "a").unwrap().rv;
-            s.write("/cm", "ns", "a", Expect::Rv(cur), Some(&mut a))
+            s.write("/cm", "ns", "a", Expect::Rv(cur), Some(a.clone()))
                 .unwrap();
         }
         assert!(s.watch("/cm", WatchStart::After(rv1)).is_err());
@@ -513,5 +610,49 @@ mod tests {
             .watch("/cm", WatchStart::After(s.current_rv() - 2))
             .unwrap();
         assert_eq!(events.len(), 2);
+    }
+
+    /// A kept type hands out the written `Value` itself (same allocation), current events share
+    /// it, superseded ones fall back to parsing their own bytes, and an unkept type parses.
+    #[test]
+    fn kept_types_share_the_parsed_object() {
+        let s = Store::open(None, 10).unwrap();
+        let obj = |data: &str| json!({"metadata": {"name": "a"}, "data": {"k": data}});
+        s.write("/cm", "ns", "a", Expect::Absent, Some(obj("before")))
+            .unwrap();
+        s.keep_parsed("/cm").unwrap();
+        let st = s.get("/cm", "ns", "a").unwrap();
+        assert_eq!(st.shared().unwrap()["data"]["k"], "before");
+        assert!(Arc::ptr_eq(&st.shared().unwrap(), &st.shared().unwrap()));
+
+        let mut rx = s.subscribe_all();
+        let w = s
+            .write("/cm", "ns", "a", Expect::Rv(st.rv), Some(obj("after")))
+            .unwrap();
+        let now = s.get("/cm", "ns", "a").unwrap();
+        assert!(Arc::ptr_eq(&now.shared().unwrap(), &w.object));
+        assert_eq!(
+            now.shared().unwrap()["metadata"]["resourceVersion"],
+            w.rv.to_string()
+        );
+        assert_eq!(now.value().unwrap(), *w.object);
+        let ev = rx.try_recv().unwrap();
+        assert!(Arc::ptr_eq(&ev.value().unwrap(), &w.object));
+
+        // Superseded: the store let go of the old parsed form; the event parses its bytes.
+        drop((w, now));
+        s.write("/cm", "ns", "a", Expect::Rv(ev.rv), Some(obj("later")))
+            .unwrap();
+        assert_eq!(ev.value().unwrap()["data"]["k"], "after");
+
+        // A type not kept parsed still answers, from its bytes.
+        s.write("/other", "ns", "b", Expect::Absent, Some(obj("x")))
+            .unwrap();
+        let other = s.get("/other", "ns", "b").unwrap();
+        assert!(!Arc::ptr_eq(
+            &other.shared().unwrap(),
+            &other.shared().unwrap()
+        ));
+        assert_eq!(other.shared().unwrap()["data"]["k"], "x");
     }
 }

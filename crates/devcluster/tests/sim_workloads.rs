@@ -456,6 +456,102 @@ spec:
     .await;
 }
 
+/// The names of the pods behind a service's ready addresses, sorted.
+fn endpoint_pods(ep: &Value) -> Vec<String> {
+    let mut names: Vec<String> = ep["subsets"][0]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["targetRef"]["name"].as_str().map(String::from))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A service created after its pods are running, and one whose selector changes, find their
+/// pods from the simulation's own index of pod labels (no pod event follows to tell them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_find_existing_pods_and_follow_selector_changes() {
+    let (c, _dir) = start(1).await;
+    apply(
+        &c,
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: "nginx:1", ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: loner, namespace: default, labels: {app: other}}
+spec:
+  containers: [{name: web, image: "nginx:1", ports: [{containerPort: 8080}]}]
+"#,
+    )
+    .await;
+    run(
+        &c,
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+    )
+    .await;
+    run(
+        &c,
+        &[
+            "wait",
+            "pod/loner",
+            "--for=condition=Ready",
+            "--timeout=60s",
+        ],
+    )
+    .await;
+    let web_pods: Vec<String> = {
+        let mut names: Vec<String> = items(&get_json(&c, &["pods", "-l", "app=web"]).await)
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(web_pods.len(), 2);
+
+    let service = |app: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: late, namespace: default}}\n\
+             spec:\n  selector: {{app: {app}}}\n  ports: [{{port: 80, targetPort: 8080}}]\n"
+        )
+    };
+    apply(&c, &service("web")).await;
+    eventually(
+        30,
+        "the late service's endpoints on the web pods",
+        || async {
+            let ep = get_json(&c, &["endpoints", "late"]).await;
+            (endpoint_pods(&ep) == web_pods).then_some(())
+        },
+    )
+    .await;
+
+    apply(&c, &service("other")).await;
+    eventually(30, "the endpoints moved to the loner pod", || async {
+        let ep = get_json(&c, &["endpoints", "late"]).await;
+        (endpoint_pods(&ep) == ["loner"]).then_some(())
+    })
+    .await;
+
+    // A pod relabelled away leaves the selection.
+    run(&c, &["label", "pod", "loner", "app=gone", "--overwrite"]).await;
+    eventually(30, "endpoints without addresses", || async {
+        let ep = get_json(&c, &["endpoints", "late"]).await;
+        (ep["subsets"].as_array().is_none_or(Vec::is_empty)).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hpa_keeps_its_target_within_bounds() {
     let (c, _dir) = start(1).await;

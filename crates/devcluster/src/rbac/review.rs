@@ -101,5 +101,6 @@ pub fn self_subject_access_review(
         code: 201,
         body: bytes::Bytes::from(review.to_string()),
         warnings: Vec::new(),
+        object: None,
     })
 }

@@ -307,6 +307,7 @@ pub fn token_request(
         code: 201,
         body: bytes::Bytes::from(body.to_string()),
         warnings: Vec::new(),
+        object: None,
     })
 }
 

@@ -213,9 +213,10 @@ impl Key {
     }
 }
 
-/// An object read from the store, with the resourceVersion to write against.
+/// An object read from the store, with the resourceVersion to write against. Shared with the
+/// store (the simulated kinds are kept parsed there), so reading one copies nothing.
 pub(crate) struct Obj {
-    pub(crate) v: Value,
+    pub(crate) v: Arc<Value>,
 }
 
 impl Obj {
@@ -255,6 +256,9 @@ pub(crate) struct Sim {
     owners_of: HashMap<Key, Vec<String>>,
     /// namespace → service name → selector, for services with a selector.
     services: HashMap<String, HashMap<String, Map<String, Value>>>,
+    /// namespace → pod name → its labels (pods without labels too), so that a new selector is
+    /// matched against memory instead of a list and parse of every pod of the namespace.
+    pod_labels: HashMap<String, HashMap<String, Map<String, Value>>>,
     /// (namespace, service) → names of the pods its selector matches.
     service_pods: HashMap<(String, String), BTreeSet<String>>,
     /// (namespace, target kind, target name) → HPAs scaling it.
@@ -275,6 +279,17 @@ pub fn spawn(state: Arc<State>, cfg: SimConfig, shutdown: watch::Receiver<bool>)
     gc::spawn(state.clone(), shutdown.clone());
     if !cfg.enabled {
         return;
+    }
+    // The simulation reads these kinds on every change: keep them parsed in the store. Events
+    // are left out: the most numerous objects, read only to aggregate a repeated event.
+    for kind in Kind::ALL {
+        if kind == Kind::Event {
+            continue;
+        }
+        if let Err(e) = state.store.keep_parsed(&kind.storage_key()) {
+            // Only a cost: the objects are parsed on each read instead.
+            tracing::warn!(kind = kind.kind_name(), error = %e, "cannot keep objects parsed");
+        }
     }
     let mut sim = Sim::new(state, cfg);
     tokio::spawn(async move { sim.run(shutdown).await });
@@ -306,6 +321,7 @@ impl Sim {
             children: HashMap::new(),
             owners_of: HashMap::new(),
             services: HashMap::new(),
+            pod_labels: HashMap::new(),
             service_pods: HashMap::new(),
             hpa_targets: HashMap::new(),
             pod_seen: HashMap::new(),
@@ -409,6 +425,7 @@ impl Sim {
         self.children.clear();
         self.owners_of.clear();
         self.services.clear();
+        self.pod_labels.clear();
         self.service_pods.clear();
         self.hpa_targets.clear();
         for kind in Kind::ALL {
@@ -416,7 +433,7 @@ impl Sim {
                 continue;
             }
             for st in self.state.store.all_of(&kind.storage_key()) {
-                let Ok(v) = st.value() else { continue };
+                let Ok(v) = st.shared() else { continue };
                 self.index(kind, &v, false);
             }
         }
@@ -438,7 +455,7 @@ impl Sim {
         if kind == Kind::Event || kind == Kind::Endpoints {
             return;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(&ev.bytes) else {
+        let Ok(v) = ev.value() else {
             return;
         };
         self.index(kind, &v, ev.kind == EventType::Deleted);
@@ -540,10 +557,28 @@ impl Sim {
 
     /// A pod changed: keep the service pod sets current and queue the services concerned.
     fn pod_changed(&mut self, ns: &str, name: &str, v: &Value, deleted: bool) {
+        let labels = v.pointer("/metadata/labels").and_then(Value::as_object);
+        if deleted {
+            if let Some(pods) = self.pod_labels.get_mut(ns) {
+                pods.remove(name);
+                if pods.is_empty() {
+                    self.pod_labels.remove(ns);
+                }
+            }
+        } else {
+            let pods = self.pod_labels.entry(ns.to_string()).or_default();
+            let new = labels.cloned().unwrap_or_default();
+            match pods.get_mut(name) {
+                Some(old) if *old == new => {}
+                Some(old) => *old = new,
+                None => {
+                    pods.insert(name.to_string(), new);
+                }
+            }
+        }
         let Some(svcs) = self.services.get(ns) else {
             return;
         };
-        let labels = v.pointer("/metadata/labels").and_then(Value::as_object);
         let mut touched = Vec::new();
         for (svc, sel) in svcs {
             let matches = !deleted && labels.is_some_and(|l| util::selector_matches(sel, l));
@@ -567,23 +602,17 @@ impl Sim {
     }
 
     fn rescan_service_pods(&mut self, ns: &str, name: &str) {
-        let Some(sel) = self.services.get(ns).and_then(|m| m.get(name)).cloned() else {
+        let Some(sel) = self.services.get(ns).and_then(|m| m.get(name)) else {
             return;
         };
-        let skey = Kind::Pod.storage_key();
-        let (_, pods, _) = self
-            .state
-            .store
-            .list(&skey, Some(ns), None, None, &|_, _, _| true);
-        let mut set = BTreeSet::new();
-        for st in pods {
-            let Ok(v) = st.value() else { continue };
-            if let Some(l) = v.pointer("/metadata/labels").and_then(Value::as_object)
-                && util::selector_matches(&sel, l)
-            {
-                set.insert(util::meta_str(&v, "name").to_string());
-            }
-        }
+        let set: BTreeSet<String> = self
+            .pod_labels
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .filter(|(_, labels)| util::selector_matches(sel, labels))
+            .map(|(pod, _)| pod.clone())
+            .collect();
         self.service_pods
             .insert((ns.to_string(), name.to_string()), set);
     }
@@ -620,7 +649,7 @@ impl Sim {
         match self.state.store.get(&kind.storage_key(), ns, name) {
             None => Ok(None),
             Some(st) => {
-                let v = st.value().map_err(|e| SimError::Corrupt(e.to_string()))?;
+                let v = st.shared().map_err(|e| SimError::Corrupt(e.to_string()))?;
                 Ok(Some(Obj { v }))
             }
         }

@@ -1,6 +1,7 @@
 //! Writes of the simulated controllers, through the same API functions as client requests.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -8,6 +9,17 @@ use super::{Kind, Obj, Sim, SimError};
 use crate::api::{self, Op};
 use crate::apply::PatchKind;
 use crate::status::ApiError;
+
+/// The object a write stored: the reply carries it for the kinds simulated (served as stored),
+/// so the body is parsed only if it does not.
+fn written(reply: api::Reply) -> Result<Arc<Value>, SimError> {
+    match reply.object {
+        Some(v) => Ok(v),
+        None => serde_json::from_slice(&reply.body)
+            .map(Arc::new)
+            .map_err(|e| SimError::Corrupt(e.to_string())),
+    }
+}
 
 /// Field managers of the real components.
 pub(crate) const KCM: &str = "kube-controller-manager";
@@ -62,7 +74,7 @@ impl Sim {
         ns: &str,
         mut obj: Value,
         manager: &str,
-    ) -> Result<Value, SimError> {
+    ) -> Result<Arc<Value>, SimError> {
         obj["apiVersion"] = json!(kind.api_version());
         obj["kind"] = json!(kind.kind_name());
         let name = obj
@@ -73,7 +85,7 @@ impl Sim {
         let op = self.op(kind, ns, None, None, manager)?;
         let reply =
             api::create(&self.state, &op, obj).map_err(|e| Self::api_err(kind, ns, &name, e))?;
-        serde_json::from_slice(&reply.body).map_err(|e| SimError::Corrupt(e.to_string()))
+        written(reply)
     }
 
     /// Replaces the status of `obj` (read earlier) with `status` unless it is already that;
@@ -88,7 +100,7 @@ impl Sim {
         if obj.v.get("status") == Some(&status) {
             return Ok(false);
         }
-        let mut new = obj.v.clone();
+        let mut new = Value::clone(&obj.v);
         new["status"] = status;
         let op = self.op(kind, obj.ns(), Some(obj.name()), Some("status"), manager)?;
         api::update(&self.state, &op, new)
@@ -104,14 +116,14 @@ impl Sim {
         obj: &Obj,
         mut patch: Value,
         manager: &str,
-    ) -> Result<Value, SimError> {
+    ) -> Result<Arc<Value>, SimError> {
         if let Some(rv) = obj.v.pointer("/metadata/resourceVersion") {
             patch["metadata"]["resourceVersion"] = rv.clone();
         }
         let op = self.op(kind, obj.ns(), Some(obj.name()), None, manager)?;
         let reply = api::patch(&self.state, &op, PatchKind::Merge, patch)
             .map_err(|e| Self::api_err(kind, obj.ns(), obj.name(), e))?;
-        serde_json::from_slice(&reply.body).map_err(|e| SimError::Corrupt(e.to_string()))
+        written(reply)
     }
 
     /// Deletes an object (already gone is fine).
