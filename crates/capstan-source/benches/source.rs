@@ -321,6 +321,33 @@ fn big_tree(tmp: &std::path::Path) -> Vec<Row> {
         ),
     });
 
+    // Reference for the prune: the shell removing one such tree (a hard-linked copy of the last
+    // one, so that it frees as little as a pruned tree does).
+    let last = cache
+        .materialize(&url, changed.last().expect("commits"))
+        .expect("materialize");
+    let copy = tmp.join("big-rm-reference");
+    let shell = |script: String| {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .status()
+            .expect("sh");
+        assert!(status.success());
+    };
+    shell(format!(
+        "cp -al '{}' '{}'",
+        last.root.display(),
+        copy.display()
+    ));
+    drop(last);
+    let started = Instant::now();
+    shell(format!(
+        "chmod -R u+w '{0}' && rm -rf '{0}'",
+        copy.display()
+    ));
+    let rm = started.elapsed();
+
     let started = Instant::now();
     let report = cache.prune(Duration::ZERO).expect("prune");
     let took = started.elapsed();
@@ -337,6 +364,13 @@ fn big_tree(tmp: &std::path::Path) -> Vec<Row> {
             report.bytes_freed / 1024,
             took.as_secs_f64() * 1e3 / report.trees_removed.max(1) as f64
         ),
+    });
+    rows.push(Row {
+        what: "  reference: chmod -R u+w && rm -rf, one tree".into(),
+        iterations: 1,
+        median: rm,
+        mean: rm,
+        note: "hard-linked copy of one tree above".into(),
     });
     rows
 }
