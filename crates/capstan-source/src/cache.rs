@@ -579,7 +579,8 @@ impl RepoCache {
         self.scratch_name(".tmp")
     }
 
-    /// `<prefix>-<pid>-<n>`: unique among this cache's processes, and tells `prune` whose it is.
+    /// `<prefix>-<pid>-<n>`: unique among the processes (and caches of one process) sharing the
+    /// directory, and says who made it to someone looking at the disk.
     fn scratch_name(&self, prefix: &str) -> String {
         format!(
             "{prefix}-{}-{}",
@@ -647,7 +648,7 @@ impl RepoCache {
         for entry in list(&trees)? {
             let (name, path) = (entry.0, entry.1);
             if name.starts_with('.') || name.ends_with(SIDECAR_SUFFIX) {
-                self.prune_leftover(&name, &path, max_unused, &mut report);
+                prune_leftover(&name, &path, max_unused, &mut report);
                 continue;
             }
             if !is_object_id(&name) {
@@ -748,47 +749,6 @@ impl RepoCache {
             "source cache pruned"
         );
         Ok(report)
-    }
-
-    /// Remove a leftover entry of `trees/` if nobody can still be working on it: `.del-*` (a
-    /// deletion that failed or was interrupted), `.tmp-*` (a write that crashed) and a
-    /// `.skipped-symlinks` record without its tree (a write that failed at the last step). The
-    /// last two are only removed once older than `max_unused` and [`LEFTOVER_AGE`]: a
-    /// materialization (of any process) may be writing them right now.
-    fn prune_leftover(
-        &self,
-        name: &str,
-        path: &Path,
-        max_unused: Duration,
-        report: &mut PruneReport,
-    ) {
-        let remove = if name.starts_with(".del-") {
-            // Only a prune makes these and removes them before it returns (removing one twice
-            // at once, from two caches over one directory, is harmless).
-            true
-        } else if name.starts_with(".tmp-")
-            || name
-                .strip_suffix(SIDECAR_SUFFIX)
-                .is_some_and(|tree| !path.with_file_name(tree).exists())
-        {
-            let age = std::fs::symlink_metadata(path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok());
-            age.is_some_and(|age| age >= max_unused.max(LEFTOVER_AGE))
-        } else {
-            false
-        };
-        if !remove {
-            return;
-        }
-        match materialize::force_remove(path) {
-            Ok(bytes) => {
-                report.temporaries_removed += 1;
-                report.bytes_freed += bytes;
-            }
-            Err(e) => report.failures.push(SourceError::io(path, e)),
-        }
     }
 
     fn write_tree(
@@ -1052,6 +1012,41 @@ impl RepoCache {
             creds: creds.clone(),
         });
         Ok(fetched)
+    }
+}
+
+/// Remove a leftover entry of `trees/` if nobody can still be working on it: `.del-*` (a
+/// deletion that failed or was interrupted), `.tmp-*` (a write that crashed) and a
+/// `.skipped-symlinks` record without its tree (a write that failed at the last step). The
+/// last two are only removed once older than `max_unused` and [`LEFTOVER_AGE`]: a
+/// materialization (of any process) may be writing them right now.
+fn prune_leftover(name: &str, path: &Path, max_unused: Duration, report: &mut PruneReport) {
+    let remove = if name.starts_with(".del-") {
+        // Only a prune makes these and removes them before it returns (removing one twice
+        // at once, from two caches over one directory, is harmless).
+        true
+    } else if name.starts_with(".tmp-")
+        || name
+            .strip_suffix(SIDECAR_SUFFIX)
+            .is_some_and(|tree| !path.with_file_name(tree).exists())
+    {
+        let age = std::fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok());
+        age.is_some_and(|age| age >= max_unused.max(LEFTOVER_AGE))
+    } else {
+        false
+    };
+    if !remove {
+        return;
+    }
+    match materialize::force_remove(path) {
+        Ok(bytes) => {
+            report.temporaries_removed += 1;
+            report.bytes_freed += bytes;
+        }
+        Err(e) => report.failures.push(SourceError::io(path, e)),
     }
 }
 
