@@ -3,7 +3,12 @@
 //! delay of 200 ms and for a zero delay side by side), and the shape of `capstan bench scale`:
 //! 10 namespaces of 100 apps, each a Deployment of 1 replica and a Service selecting its pod (so
 //! 100 Services and 100 Pods per namespace, which exercises the service → pods index).
-//! Prints wall time, the process's CPU time (user + system) and its peak RSS.
+//! Prints wall time, the process's CPU time (user + system), its peak RSS, and the live heap
+//! (counted by this bench's allocator) at the end and at its peak.
+//!
+//! The store keeps the parsed form of the simulated kinds' latest writes within a budget of JSON
+//! bytes; the last rows repeat both shapes with no parsed form kept (budget 0) and with every
+//! one kept (unbounded), side by side with the default, to show the CPU/memory trade.
 //!
 //! The Deployments are created through the in-process API functions (what the HTTP handlers
 //! call), so the CPU figures are the devcluster's own work: storage, watch fan-out, and the
@@ -14,10 +19,51 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use devcluster::api::{self, Op};
 use devcluster::sim::SimConfig;
+use devcluster::store::DEFAULT_PARSED_BUDGET;
 use devcluster::{Config, DevCluster};
 use serde_json::{Value, json};
+
+/// Counts live heap bytes and their high-water mark (RSS keeps freed memory, which blurs it).
+struct Counting;
+
+static LIVE: AtomicI64 = AtomicI64::new(0);
+static PEAK: AtomicI64 = AtomicI64::new(0);
+
+fn grew(by: i64) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the counters are only
+// arithmetic on the sizes passed in.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        grew(layout.size() as i64);
+        // SAFETY: same contract as ours.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        grew(new_size as i64 - layout.size() as i64);
+        // SAFETY: same contract as ours.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn mib(bytes: i64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
 
 /// One scenario: `namespaces` × `apps` Deployments of `replicas`, with a Service each if
 /// `services`.
@@ -98,6 +144,8 @@ fn available_count(cluster: &DevCluster, replicas: usize) -> usize {
 
 struct Figures {
     delay: Duration,
+    heap_end: f64,
+    heap_peak: f64,
     services: usize,
     create: Duration,
     total: Duration,
@@ -108,7 +156,9 @@ struct Figures {
     writes: u64,
 }
 
-async fn run(delay: Duration, shape: Shape) -> Figures {
+async fn run(delay: Duration, shape: Shape, parsed_budget: usize) -> Figures {
+    let heap0 = LIVE.load(Ordering::Relaxed);
+    PEAK.store(heap0, Ordering::Relaxed);
     let cluster = DevCluster::start(Config {
         sim: SimConfig {
             pod_ready_delay: delay,
@@ -118,6 +168,7 @@ async fn run(delay: Duration, shape: Shape) -> Figures {
     })
     .await
     .expect("devcluster starts");
+    cluster.state().store.set_parsed_budget(parsed_budget);
     let ns_op = op(&cluster, "", "namespaces", None);
     let namespaces: Vec<String> = (0..shape.namespaces)
         .map(|i| format!("bench-{i}"))
@@ -190,9 +241,13 @@ async fn run(delay: Duration, shape: Shape) -> Figures {
     let events = cluster.state().store.all_of("/events").len();
     let writes = cluster.state().store.current_rv() - rv0;
     let peak_rss = peak_rss_mib().unwrap_or(0.0);
+    let heap_end = mib(LIVE.load(Ordering::Relaxed) - heap0);
+    let heap_peak = mib(PEAK.load(Ordering::Relaxed) - heap0);
     cluster.shutdown().await;
     Figures {
         delay,
+        heap_end,
+        heap_peak,
         services,
         create,
         total,
@@ -227,8 +282,9 @@ fn main() {
          Deployments x 3 replicas, then 10 namespaces x 100 (Deployment x 1 replica + Service)"
     );
     println!(
-        "{:>11} {:>10} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>13}",
+        "{:>11} {:>8} {:>10} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>13} {:>9} {:>10}",
         "ready delay",
+        "budget",
         "create s",
         "available s",
         "CPU s",
@@ -237,19 +293,31 @@ fn main() {
         "services",
         "events",
         "writes",
-        "peak RSS MiB"
+        "peak RSS MiB",
+        "heap MiB",
+        "peak heap"
     );
     // Zero delay first: the peak RSS figure is a high-water mark of the whole process, so the
-    // later rows' include the first's.
-    for (delay, shape) in [
-        (Duration::ZERO, one_ns),
-        (Duration::from_millis(200), one_ns),
-        (Duration::ZERO, with_services),
+    // later rows' include the first's (the heap figures are per row).
+    let budget = |b: usize| match b {
+        0 => "0".to_string(),
+        usize::MAX => "all".to_string(),
+        b => format!("{}MiB", b >> 20),
+    };
+    for (delay, shape, parsed) in [
+        (Duration::ZERO, one_ns, DEFAULT_PARSED_BUDGET),
+        (Duration::from_millis(200), one_ns, DEFAULT_PARSED_BUDGET),
+        (Duration::ZERO, with_services, DEFAULT_PARSED_BUDGET),
+        (Duration::ZERO, one_ns, 0),
+        (Duration::ZERO, one_ns, usize::MAX),
+        (Duration::ZERO, with_services, 0),
+        (Duration::ZERO, with_services, usize::MAX),
     ] {
-        let f = rt.block_on(run(delay, shape));
+        let f = rt.block_on(run(delay, shape, parsed));
         println!(
-            "{:>9}ms {:>10.2} {:>11.2} {:>10.2} {:>8.2} {:>8} {:>8} {:>8} {:>10} {:>13.1}",
+            "{:>9}ms {:>8} {:>10.2} {:>11.2} {:>10.2} {:>8.2} {:>8} {:>8} {:>8} {:>10} {:>13.1} {:>9.1} {:>10.1}",
             f.delay.as_millis(),
+            budget(parsed),
             f.create.as_secs_f64(),
             f.total.as_secs_f64(),
             f.cpu.as_secs_f64(),
@@ -259,6 +327,8 @@ fn main() {
             f.events,
             f.writes,
             f.peak_rss,
+            f.heap_end,
+            f.heap_peak,
         );
     }
 }

@@ -10,9 +10,13 @@
 //! - Objects are stored as the exact bytes returned to clients (with `metadata.resourceVersion`
 //!   set), so a list is a concatenation, not a re-serialization.
 //! - For the types named with [`Store::keep_parsed`] (those the simulated controllers read on
-//!   every change), the parsed object is kept beside its bytes, shared behind an `Arc`: it is the
-//!   very `Value` the writer serialized, so readers get it without parsing. Other types keep
-//!   only their bytes (a parsed object costs several times its JSON size in memory).
+//!   every change), the objects written most recently keep their parsed form beside their
+//!   bytes, shared behind an `Arc`: it is the very `Value` the writer serialized, so readers get
+//!   it without parsing. A parsed object costs about nine times its JSON size in memory (a
+//!   `serde_json` map entry per field, managedFields included), so only the latest writes up to
+//!   a budget of JSON bytes keep it ([`Store::set_parsed_budget`]); older objects are parsed
+//!   when read, as every object of the other types is. The controllers read mostly what was
+//!   just written (they react to changes), which is what the budget keeps.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -90,7 +94,7 @@ pub struct Stored {
     pub rv: u64,
     /// Its JSON.
     pub bytes: Bytes,
-    /// The same object parsed, for the types the store keeps parsed.
+    /// The same object parsed, while it is among the latest writes of a type kept parsed.
     parsed: Option<Arc<Value>>,
 }
 
@@ -119,7 +123,7 @@ impl Stored {
         }
     }
 
-    /// The object, shared: free for the types the store keeps parsed, parsed from the bytes
+    /// The object, shared: free while the store keeps it parsed, parsed from the bytes
     /// otherwise.
     pub fn shared(&self) -> Result<Arc<Value>, StoreError> {
         match &self.parsed {
@@ -190,12 +194,25 @@ struct TypeState {
     keep_parsed: bool,
 }
 
+/// One write whose parsed form is kept: type, (namespace, name), rv and JSON size.
+type ParsedEntry = (Arc<str>, (Box<str>, Box<str>), u64, usize);
+
 struct Inner {
     rv: u64,
     types: HashMap<String, TypeState>,
     /// The database, while open; `None` after [`Store::close`] for a durable store.
     db: Option<redb::Database>,
+    /// The objects holding a parsed form, oldest write first.
+    parsed_order: VecDeque<ParsedEntry>,
+    /// Sum of the JSON sizes in `parsed_order`.
+    parsed_bytes: usize,
+    /// Limit of `parsed_bytes`.
+    parsed_budget: usize,
 }
+
+/// The default budget of [`Store::set_parsed_budget`]: 4 MiB of JSON, about 36 MiB parsed, a
+/// few thousand objects (figures in `benches/sim.rs`).
+pub const DEFAULT_PARSED_BUDGET: usize = 4 << 20;
 
 /// A started watch: events to send first, the receiver of later changes, and the rv at which
 /// the receiver was subscribed.
@@ -225,6 +242,9 @@ impl Store {
             rv: 0,
             types: HashMap::new(),
             db: None,
+            parsed_order: VecDeque::new(),
+            parsed_bytes: 0,
+            parsed_budget: DEFAULT_PARSED_BUDGET,
         };
         inner.db = match dir {
             None => None,
@@ -327,25 +347,23 @@ impl Store {
         out
     }
 
-    /// Keeps objects of the type `skey` parsed beside their bytes from now on (those already
-    /// stored are parsed once here), so that [`Stored::shared`] and [`Event::value`] cost
-    /// nothing for them. For the types read on every change; it costs memory per object.
-    pub fn keep_parsed(&self, skey: &str) -> Result<(), StoreError> {
+    /// Keeps the parsed form of objects of the type `skey` written from now on (within the
+    /// budget), so that [`Stored::shared`] and [`Event::value`] cost nothing for them. For the
+    /// types read on every change.
+    pub fn keep_parsed(&self, skey: &str) {
+        self.lock()
+            .types
+            .entry(skey.to_string())
+            .or_default()
+            .keep_parsed = true;
+    }
+
+    /// Sets how many bytes of JSON the kept parsed forms may stand for, together (0 keeps
+    /// none); the oldest writes give theirs up first.
+    pub fn set_parsed_budget(&self, json_bytes: usize) {
         let mut inner = self.lock();
-        let ts = inner.types.entry(skey.to_string()).or_default();
-        if ts.keep_parsed {
-            return Ok(());
-        }
-        // Parse everything first, so a corrupt object leaves the type as it was.
-        let mut parsed = Vec::with_capacity(ts.objects.len());
-        for st in ts.objects.values() {
-            parsed.push(Arc::new(parse(&st.bytes)?));
-        }
-        for (st, v) in ts.objects.values_mut().zip(parsed) {
-            st.parsed = Some(v);
-        }
-        ts.keep_parsed = true;
-        Ok(())
+        inner.parsed_budget = json_bytes;
+        inner.trim_parsed();
     }
 
     /// Writes (`Some(object)`) or removes (`None`) an object under a precondition. Sets
@@ -421,8 +439,10 @@ impl Store {
         }
         inner.rv = new_rv;
         let limit = self.history_limit;
+        let budget = inner.parsed_budget;
         let ts = inner.types.entry(skey.to_string()).or_default();
         let type_key = ts.key.get_or_insert_with(|| Arc::from(skey)).clone();
+        let keep = ts.keep_parsed && kind != EventType::Deleted && bytes.len() <= budget;
         if kind == EventType::Deleted {
             ts.objects.remove(&key);
         } else {
@@ -431,7 +451,7 @@ impl Store {
                 Stored {
                     rv: new_rv,
                     bytes: bytes.clone(),
-                    parsed: ts.keep_parsed.then(|| object.clone()),
+                    parsed: keep.then(|| object.clone()),
                 },
             );
         }
@@ -447,7 +467,7 @@ impl Store {
             } else {
                 None
             },
-            parsed: if ts.keep_parsed {
+            parsed: if keep {
                 Arc::downgrade(&object)
             } else {
                 Weak::new()
@@ -458,6 +478,13 @@ impl Store {
             if let Some(old) = ts.history.pop_front() {
                 ts.floor = old.rv;
             }
+        }
+        if keep {
+            inner
+                .parsed_order
+                .push_back((event.key.clone(), key_of(&event), new_rv, bytes.len()));
+            inner.parsed_bytes += bytes.len();
+            inner.trim_parsed();
         }
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(event);
@@ -517,6 +544,31 @@ impl Store {
     /// Every stored object of a type (for reloading CRDs and controllers).
     pub fn all_of(&self, skey: &str) -> Vec<Stored> {
         self.list(skey, None, None, None, &|_, _, _| true).1
+    }
+}
+
+fn key_of(event: &Event) -> (Box<str>, Box<str>) {
+    (event.namespace.clone(), event.name.clone())
+}
+
+impl Inner {
+    /// Drops the parsed forms of the oldest writes until the rest fit the budget.
+    fn trim_parsed(&mut self) {
+        while self.parsed_bytes > self.parsed_budget {
+            let Some((skey, key, rv, size)) = self.parsed_order.pop_front() else {
+                break;
+            };
+            self.parsed_bytes -= size;
+            // Only if it is still that version: a later write has its own entry.
+            if let Some(st) = self
+                .types
+                .get_mut(&*skey)
+                .and_then(|ts| ts.objects.get_mut(&key))
+                && st.rv == rv
+            {
+                st.parsed = None;
+            }
+        }
     }
 }
 
@@ -618,13 +670,15 @@ mod tests {
     fn kept_types_share_the_parsed_object() {
         let s = Store::open(None, 10).unwrap();
         let obj = |data: &str| json!({"metadata": {"name": "a"}, "data": {"k": data}});
-        s.write("/cm", "ns", "a", Expect::Absent, Some(obj("before")))
+        let before = s
+            .write("/cm", "ns", "a", Expect::Absent, Some(obj("before")))
             .unwrap();
-        s.keep_parsed("/cm").unwrap();
+        // Written before the type was kept parsed: parsed on each read.
         let st = s.get("/cm", "ns", "a").unwrap();
+        assert!(!Arc::ptr_eq(&st.shared().unwrap(), &before.object));
         assert_eq!(st.shared().unwrap()["data"]["k"], "before");
-        assert!(Arc::ptr_eq(&st.shared().unwrap(), &st.shared().unwrap()));
 
+        s.keep_parsed("/cm");
         let mut rx = s.subscribe_all();
         let w = s
             .write("/cm", "ns", "a", Expect::Rv(st.rv), Some(obj("after")))
@@ -646,13 +700,49 @@ mod tests {
         assert_eq!(ev.value().unwrap()["data"]["k"], "after");
 
         // A type not kept parsed still answers, from its bytes.
-        s.write("/other", "ns", "b", Expect::Absent, Some(obj("x")))
+        let other = s
+            .write("/other", "ns", "b", Expect::Absent, Some(obj("x")))
             .unwrap();
-        let other = s.get("/other", "ns", "b").unwrap();
-        assert!(!Arc::ptr_eq(
-            &other.shared().unwrap(),
-            &other.shared().unwrap()
-        ));
-        assert_eq!(other.shared().unwrap()["data"]["k"], "x");
+        let st = s.get("/other", "ns", "b").unwrap();
+        assert!(!Arc::ptr_eq(&st.shared().unwrap(), &other.object));
+        assert_eq!(st.shared().unwrap()["data"]["k"], "x");
+    }
+
+    /// Only the latest writes within the budget keep their parsed form; the others are parsed
+    /// when read, and read the same.
+    #[test]
+    fn the_parsed_budget_keeps_the_latest_writes() {
+        let s = Store::open(None, 10).unwrap();
+        s.keep_parsed("/cm");
+        let obj = |name: &str| json!({"metadata": {"name": name}, "data": {"k": "v"}});
+        let mut written = Vec::new();
+        for name in ["a", "b", "c"] {
+            written.push(
+                s.write("/cm", "ns", name, Expect::Absent, Some(obj(name)))
+                    .unwrap(),
+            );
+        }
+        let kept = |name: &str, w: &Written| {
+            let st = s.get("/cm", "ns", name).unwrap();
+            assert_eq!(*st.shared().unwrap(), *w.object);
+            Arc::ptr_eq(&st.shared().unwrap(), &w.object)
+        };
+        assert!(kept("a", &written[0]) && kept("b", &written[1]) && kept("c", &written[2]));
+
+        // Room for two: the oldest write gives its parsed form up.
+        let size = written[2].bytes.len();
+        s.set_parsed_budget(2 * size);
+        assert!(!kept("a", &written[0]) && kept("b", &written[1]) && kept("c", &written[2]));
+
+        // A new write of "b" supersedes its old entry; "c" is then the oldest and goes.
+        let b2 = s
+            .write("/cm", "ns", "b", Expect::Rv(written[1].rv), Some(obj("b")))
+            .unwrap();
+        s.write("/cm", "ns", "d", Expect::Absent, Some(obj("d")))
+            .unwrap();
+        assert!(kept("b", &b2) && !kept("c", &written[2]));
+
+        s.set_parsed_budget(0);
+        assert!(!kept("b", &b2));
     }
 }

@@ -283,12 +283,8 @@ pub fn spawn(state: Arc<State>, cfg: SimConfig, shutdown: watch::Receiver<bool>)
     // The simulation reads these kinds on every change: keep them parsed in the store. Events
     // are left out: the most numerous objects, read only to aggregate a repeated event.
     for kind in Kind::ALL {
-        if kind == Kind::Event {
-            continue;
-        }
-        if let Err(e) = state.store.keep_parsed(&kind.storage_key()) {
-            // Only a cost: the objects are parsed on each read instead.
-            tracing::warn!(kind = kind.kind_name(), error = %e, "cannot keep objects parsed");
+        if kind != Kind::Event {
+            state.store.keep_parsed(&kind.storage_key());
         }
     }
     let mut sim = Sim::new(state, cfg);
