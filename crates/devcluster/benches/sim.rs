@@ -3,8 +3,9 @@
 //! delay of 200 ms and for a zero delay side by side), and the shape of `capstan bench scale`:
 //! 10 namespaces of 100 apps, each a Deployment of 1 replica and a Service selecting its pod (so
 //! 100 Services and 100 Pods per namespace, which exercises the service → pods index).
-//! Prints wall time, the process's CPU time (user + system), its peak RSS, and the live heap
-//! (counted by this bench's allocator) at the end and at its peak.
+//! Prints wall time, the process's CPU time (user + system), its peak RSS and its RSS once all
+//! are Available. Each row runs in a process of its own (this binary started again with
+//! `--row N`), so that the memory figures are that row's alone.
 //!
 //! The store keeps the parsed form of the simulated kinds' latest writes within a budget of JSON
 //! bytes; the last rows repeat both shapes with no parsed form kept (budget 0) and with every
@@ -19,51 +20,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
 use devcluster::api::{self, Op};
 use devcluster::sim::SimConfig;
 use devcluster::store::DEFAULT_PARSED_BUDGET;
 use devcluster::{Config, DevCluster};
 use serde_json::{Value, json};
-
-/// Counts live heap bytes and their high-water mark (RSS keeps freed memory, which blurs it).
-struct Counting;
-
-static LIVE: AtomicI64 = AtomicI64::new(0);
-static PEAK: AtomicI64 = AtomicI64::new(0);
-
-fn grew(by: i64) {
-    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the counters are only
-// arithmetic on the sizes passed in.
-unsafe impl std::alloc::GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        grew(layout.size() as i64);
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        grew(new_size as i64 - layout.size() as i64);
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn mib(bytes: i64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
 
 /// One scenario: `namespaces` × `apps` Deployments of `replicas`, with a Service each if
 /// `services`.
@@ -93,10 +54,11 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
-/// Peak resident set size of this process, in MiB (VmHWM).
-fn peak_rss_mib() -> Option<f64> {
+/// A memory figure of this process from /proc/self/status, in MiB (`VmHWM:` peak resident set
+/// size, `VmRSS:` current).
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -143,9 +105,7 @@ fn available_count(cluster: &DevCluster, replicas: usize) -> usize {
 }
 
 struct Figures {
-    delay: Duration,
-    heap_end: f64,
-    heap_peak: f64,
+    rss: f64,
     services: usize,
     create: Duration,
     total: Duration,
@@ -157,8 +117,6 @@ struct Figures {
 }
 
 async fn run(delay: Duration, shape: Shape, parsed_budget: usize) -> Figures {
-    let heap0 = LIVE.load(Ordering::Relaxed);
-    PEAK.store(heap0, Ordering::Relaxed);
     let cluster = DevCluster::start(Config {
         sim: SimConfig {
             pod_ready_delay: delay,
@@ -240,14 +198,11 @@ async fn run(delay: Duration, shape: Shape, parsed_budget: usize) -> Figures {
     let services = cluster.state().store.all_of("/services").len();
     let events = cluster.state().store.all_of("/events").len();
     let writes = cluster.state().store.current_rv() - rv0;
-    let peak_rss = peak_rss_mib().unwrap_or(0.0);
-    let heap_end = mib(LIVE.load(Ordering::Relaxed) - heap0);
-    let heap_peak = mib(PEAK.load(Ordering::Relaxed) - heap0);
+    let peak_rss = status_mib("VmHWM:").unwrap_or(0.0);
+    let rss = status_mib("VmRSS:").unwrap_or(0.0);
     cluster.shutdown().await;
     Figures {
-        delay,
-        heap_end,
-        heap_peak,
+        rss,
         services,
         create,
         total,
@@ -259,12 +214,8 @@ async fn run(delay: Duration, shape: Shape, parsed_budget: usize) -> Figures {
     }
 }
 
-fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+/// The rows: pod ready delay, shape, parsed budget of the store.
+fn rows() -> Vec<(Duration, Shape, usize)> {
     let one_ns = Shape {
         namespaces: 1,
         apps: 1000,
@@ -277,34 +228,7 @@ fn main() {
         replicas: 1,
         services: true,
     };
-    println!(
-        "Deployments until all Available (in-process API, 2 worker threads): 1 namespace x 1000 \
-         Deployments x 3 replicas, then 10 namespaces x 100 (Deployment x 1 replica + Service)"
-    );
-    println!(
-        "{:>11} {:>8} {:>10} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>13} {:>9} {:>10}",
-        "ready delay",
-        "budget",
-        "create s",
-        "available s",
-        "CPU s",
-        "CPU/wall",
-        "pods",
-        "services",
-        "events",
-        "writes",
-        "peak RSS MiB",
-        "heap MiB",
-        "peak heap"
-    );
-    // Zero delay first: the peak RSS figure is a high-water mark of the whole process, so the
-    // later rows' include the first's (the heap figures are per row).
-    let budget = |b: usize| match b {
-        0 => "0".to_string(),
-        usize::MAX => "all".to_string(),
-        b => format!("{}MiB", b >> 20),
-    };
-    for (delay, shape, parsed) in [
+    vec![
         (Duration::ZERO, one_ns, DEFAULT_PARSED_BUDGET),
         (Duration::from_millis(200), one_ns, DEFAULT_PARSED_BUDGET),
         (Duration::ZERO, with_services, DEFAULT_PARSED_BUDGET),
@@ -312,23 +236,83 @@ fn main() {
         (Duration::ZERO, one_ns, usize::MAX),
         (Duration::ZERO, with_services, 0),
         (Duration::ZERO, with_services, usize::MAX),
-    ] {
-        let f = rt.block_on(run(delay, shape, parsed));
-        println!(
-            "{:>9}ms {:>8} {:>10.2} {:>11.2} {:>10.2} {:>8.2} {:>8} {:>8} {:>8} {:>10} {:>13.1} {:>9.1} {:>10.1}",
-            f.delay.as_millis(),
-            budget(parsed),
-            f.create.as_secs_f64(),
-            f.total.as_secs_f64(),
-            f.cpu.as_secs_f64(),
-            f.cpu.as_secs_f64() / f.total.as_secs_f64(),
-            f.pods,
-            f.services,
-            f.events,
-            f.writes,
-            f.peak_rss,
-            f.heap_end,
-            f.heap_peak,
-        );
+    ]
+}
+
+/// Runs one row in this process and prints its line.
+fn run_row(i: usize) {
+    let Some((delay, shape, parsed)) = rows().get(i).copied() else {
+        panic!("no row {i}");
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let f = rt.block_on(run(delay, shape, parsed));
+    let budget = match parsed {
+        0 => "0".to_string(),
+        usize::MAX => "all".to_string(),
+        b => format!("{}MiB", b >> 20),
+    };
+    println!(
+        "{:>9}ms {:>8} {:>6} {:>8} {:>10.2} {:>11.2} {:>8.2} {:>8.2} {:>6} {:>6} {:>7} {:>7} {:>9.1} {:>8.1}",
+        delay.as_millis(),
+        budget,
+        shape.namespaces,
+        shape.services,
+        f.create.as_secs_f64(),
+        f.total.as_secs_f64(),
+        f.cpu.as_secs_f64(),
+        f.cpu.as_secs_f64() / f.total.as_secs_f64(),
+        f.pods,
+        f.services,
+        f.events,
+        f.writes,
+        f.peak_rss,
+        f.rss,
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--row") {
+        let row = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--row takes a row number");
+        run_row(row);
+        return;
+    }
+    println!(
+        "Deployments until all Available (in-process API, 2 worker threads): 1 namespace x 1000 \
+         Deployments x 3 replicas, or 10 namespaces x 100 (Deployment x 1 replica + Service); \
+         budget: JSON bytes of the latest writes the store keeps parsed"
+    );
+    println!(
+        "{:>11} {:>8} {:>6} {:>8} {:>10} {:>11} {:>8} {:>8} {:>6} {:>6} {:>7} {:>7} {:>9} {:>8}",
+        "ready delay",
+        "budget",
+        "ns",
+        "with svc",
+        "create s",
+        "available s",
+        "CPU s",
+        "CPU/wall",
+        "pods",
+        "svcs",
+        "events",
+        "writes",
+        "peak RSS",
+        "RSS MiB"
+    );
+    let exe = std::env::current_exe().expect("the bench's own path");
+    for i in 0..rows().len() {
+        // One process per row: RSS is a high-water mark of the whole process.
+        let status = std::process::Command::new(&exe)
+            .args(["--row", &i.to_string()])
+            .status()
+            .expect("the bench starts itself");
+        assert!(status.success(), "row {i} failed");
     }
 }

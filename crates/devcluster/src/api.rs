@@ -45,9 +45,9 @@ pub struct Reply {
     /// `Warning` headers to send.
     pub warnings: Vec<String>,
     /// After a create, update or patch of the main resource or its status: the object as
-    /// stored, so that in-process callers (the simulated controllers) need not parse `body`.
-    /// It is `body` parsed, except for types served in another form than stored (several
-    /// versions of a CRD, events.k8s.io).
+    /// stored but without `metadata.managedFields`, so that in-process callers (the simulated
+    /// controllers) need not parse `body`. It is `body` parsed (less managedFields), except for
+    /// types served in another form than stored (several versions of a CRD, events.k8s.io).
     pub object: Option<Arc<Value>>,
 }
 
@@ -475,7 +475,7 @@ fn check_namespace_usable(state: &State, op: &Op) -> Result<(), ApiError> {
     match state.store.get(&ns_info.storage_key(), "", ns) {
         None => Err(ApiError::not_found(&ns_info, ns)),
         Some(st) => {
-            let v = st.shared().map_err(corrupt)?;
+            let v = st.view().map_err(corrupt)?;
             if meta(&v).is_some_and(|m| m.contains_key("deletionTimestamp")) {
                 Err(ApiError {
                     details: Some(json!({"name": ns, "kind": "namespaces"})),
@@ -499,7 +499,7 @@ pub fn get(state: &State, op: &Op) -> Result<Bytes, ApiError> {
         .get(&op.info.storage_key(), op.ns(), op.name())
         .ok_or_else(|| ApiError::not_found(&op.info, op.name()))?;
     if op.subresource.as_deref() == Some("scale") {
-        let v = st.shared().map_err(corrupt)?;
+        let v = st.view().map_err(corrupt)?;
         return Ok(Bytes::from(scale_of(&op.info, &v).to_string()));
     }
     Ok(served_version(&op.info, st.bytes))
@@ -786,7 +786,7 @@ fn create_object(
         if state.store.get(&skey, op.ns(), &name).is_some() {
             return Err(ApiError::already_exists(info, &name));
         }
-        return Ok((Bytes::from(obj.to_string()), Arc::new(obj)));
+        return Ok((Bytes::from(obj.to_string()), view_of(obj)));
     }
     let written = state
         .store
@@ -794,6 +794,14 @@ fn create_object(
         .map_err(|e| store_err(info, &name, e))?;
     after_write(state, info, &written.object, false);
     Ok((written.bytes, written.object))
+}
+
+/// An object as [`Reply::object`] gives it: without managedFields, like the store's views.
+fn view_of(mut obj: Value) -> Arc<Value> {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.shift_remove("managedFields");
+    }
+    Arc::new(obj)
 }
 
 /// Side effects of a committed write on the served API (CRDs).
@@ -985,8 +993,8 @@ fn write_loop(
             }
             return Err(ApiError::not_found(info, &name));
         };
-        let live_shared = cur.shared().map_err(corrupt)?;
-        let live: &Value = &live_shared;
+        let live_whole = cur.value().map_err(corrupt)?;
+        let live: &Value = &live_whole;
         // The change is computed on the object as this API serves it.
         let live_served = served_value(info, live);
         let live_view = live_served.as_ref().unwrap_or(live);
@@ -1092,14 +1100,14 @@ fn write_loop(
             .and_then(Value::as_array)
             .is_none_or(|a| a.is_empty());
         if op.dry_run() {
-            return Ok((Bytes::from(new.to_string()), Arc::new(new)));
+            return Ok((Bytes::from(new.to_string()), view_of(new)));
         }
         let deleted = terminating && no_finalizers;
         let result = if deleted {
             state
                 .store
                 .write(&skey, op.ns(), &name, Expect::Rv(cur.rv), None)
-                .map(|w| (w.bytes, Arc::new(new)))
+                .map(|w| (w.bytes, view_of(new)))
         } else {
             state
                 .store
@@ -1277,7 +1285,7 @@ fn update_scale(state: &State, op: &Op, change: Change<'_>) -> Result<Reply, Api
             .store
             .get(&skey, op.ns(), &name)
             .ok_or_else(|| ApiError::not_found(info, &name))?;
-        let live = cur.shared().map_err(corrupt)?;
+        let live = cur.value().map_err(corrupt)?;
         let scale = scale_of(info, &live);
         let new_scale = match &change {
             Change::Replace(v) => (*v).clone(),
@@ -1320,12 +1328,12 @@ fn update_scale(state: &State, op: &Op, change: Change<'_>) -> Result<Reply, Api
                 )],
             ));
         }
-        let mut new = Value::clone(&live);
+        let mut new = live.clone();
         let pointer = paths.spec_replicas.replace('.', "/");
         set_pointer(&mut new, &pointer, json!(replicas));
         apply::record_update(
             &info.hints,
-            Some(&*live),
+            Some(&live),
             &mut new,
             &op.manager,
             Some("scale"),
@@ -1654,7 +1662,7 @@ fn on_deleted(state: &State, info: &ResourceInfo, obj: &Value) {
             .unwrap_or("");
         let skey = format!("{group}/{plural}");
         for st in state.store.all_of(&skey) {
-            let Ok(v) = st.shared() else { continue };
+            let Ok(v) = st.view() else { continue };
             let ns = meta_str(&v, "namespace").unwrap_or("");
             let name = meta_str(&v, "name").unwrap_or("");
             if let Err(e) = state.store.write(&skey, ns, name, Expect::Rv(st.rv), None) {
@@ -1733,7 +1741,7 @@ pub fn delete_collection(
     )?;
     let mut deleted = Vec::new();
     for item in &listed.items {
-        let v = item.shared().map_err(corrupt)?;
+        let v = item.view().map_err(corrupt)?;
         let one = Op {
             namespace: meta_str(&v, "namespace").map(String::from),
             name: meta_str(&v, "name").map(String::from),

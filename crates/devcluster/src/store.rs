@@ -10,13 +10,13 @@
 //! - Objects are stored as the exact bytes returned to clients (with `metadata.resourceVersion`
 //!   set), so a list is a concatenation, not a re-serialization.
 //! - For the types named with [`Store::keep_parsed`] (those the simulated controllers read on
-//!   every change), the objects written most recently keep their parsed form beside their
-//!   bytes, shared behind an `Arc`: it is the very `Value` the writer serialized, so readers get
-//!   it without parsing. A parsed object costs about nine times its JSON size in memory (a
-//!   `serde_json` map entry per field, managedFields included), so only the latest writes up to
-//!   a budget of JSON bytes keep it ([`Store::set_parsed_budget`]); older objects are parsed
-//!   when read, as every object of the other types is. The controllers read mostly what was
-//!   just written (they react to changes), which is what the budget keeps.
+//!   every change), objects keep a parsed *view* beside their bytes, shared behind an `Arc`: the
+//!   very `Value` the writer serialized, without `metadata.managedFields`, so readers that do
+//!   not need those ([`Stored::view`], [`Event::view`]) get it without parsing. Parsed JSON
+//!   costs about nine times its size in memory (a `serde_json` map entry per field), and
+//!   managedFields are half of it; only the API's write path reads them, and it parses the
+//!   bytes. The views of the latest writes up to a budget of JSON bytes are kept
+//!   ([`Store::set_parsed_budget`]); older objects are parsed when read.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -70,19 +70,19 @@ pub struct Event {
     /// enters or leaves the selection into ADDED or DELETED, as Kubernetes does. Shared with
     /// the replaced version, so it costs no copy.
     pub prev: Option<Bytes>,
-    /// The parsed object after the change, while anybody still holds it (the store does as long
-    /// as this is the current version of an object of a type it keeps parsed). Weak, so that
-    /// the history does not keep parsed copies of superseded versions alive.
+    /// The parsed view of the object after the change (see [`Stored::view`]) while anybody
+    /// still holds it (the store does while it is the current version and within the budget).
+    /// Weak, so that the history does not keep views of superseded versions alive.
     parsed: Weak<Value>,
 }
 
 impl Event {
-    /// The object after the change, parsed: shared with the store when still held, parsed from
-    /// `bytes` otherwise.
-    pub fn value(&self) -> Result<Arc<Value>, StoreError> {
+    /// The object after the change without `metadata.managedFields`: shared with the store when
+    /// still held, parsed from `bytes` otherwise.
+    pub fn view(&self) -> Result<Arc<Value>, StoreError> {
         match self.parsed.upgrade() {
             Some(v) => Ok(v),
-            None => parse(&self.bytes).map(Arc::new),
+            None => parse_view(&self.bytes),
         }
     }
 }
@@ -94,7 +94,8 @@ pub struct Stored {
     pub rv: u64,
     /// Its JSON.
     pub bytes: Bytes,
-    /// The same object parsed, while it is among the latest writes of a type kept parsed.
+    /// Its parsed view (without managedFields), while it is among the latest writes of a type
+    /// kept parsed.
     parsed: Option<Arc<Value>>,
 }
 
@@ -102,6 +103,19 @@ pub struct Stored {
 /// fail short of memory corruption; a failure is still reported, not unwrapped.
 fn parse(bytes: &[u8]) -> Result<Value, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Removes `metadata.managedFields`: what makes an object a view.
+fn strip_managed_fields(v: &mut Value) {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.shift_remove("managedFields");
+    }
+}
+
+fn parse_view(bytes: &[u8]) -> Result<Arc<Value>, StoreError> {
+    let mut v = parse(bytes)?;
+    strip_managed_fields(&mut v);
+    Ok(Arc::new(v))
 }
 
 impl Stored {
@@ -114,21 +128,18 @@ impl Stored {
         }
     }
 
-    /// The object as an owned `Value` to modify: a copy of the kept parsed form, or parsed from
-    /// the bytes. Readers that do not modify it should use [`Stored::shared`].
+    /// The whole object, parsed from the bytes.
     pub fn value(&self) -> Result<Value, StoreError> {
-        match &self.parsed {
-            Some(v) => Ok(Value::clone(v)),
-            None => parse(&self.bytes),
-        }
+        parse(&self.bytes)
     }
 
-    /// The object, shared: free while the store keeps it parsed, parsed from the bytes
+    /// The object without `metadata.managedFields`, for readers that need neither those nor
+    /// a copy of their own: free while the store keeps the view, parsed from the bytes
     /// otherwise.
-    pub fn shared(&self) -> Result<Arc<Value>, StoreError> {
+    pub fn view(&self) -> Result<Arc<Value>, StoreError> {
         match &self.parsed {
             Some(v) => Ok(v.clone()),
-            None => parse(&self.bytes).map(Arc::new),
+            None => parse_view(&self.bytes),
         }
     }
 }
@@ -140,7 +151,8 @@ pub struct Written {
     pub rv: u64,
     /// The bytes stored (for a delete: the last state with the new rv).
     pub bytes: Bytes,
-    /// The same object, parsed (the value the caller passed in, with the new rv set).
+    /// The same object parsed, without `metadata.managedFields` (the value the caller passed
+    /// in, with the new rv set).
     pub object: Arc<Value>,
 }
 
@@ -210,9 +222,9 @@ struct Inner {
     parsed_budget: usize,
 }
 
-/// The default budget of [`Store::set_parsed_budget`]: 4 MiB of JSON, about 36 MiB parsed, a
-/// few thousand objects (figures in `benches/sim.rs`).
-pub const DEFAULT_PARSED_BUDGET: usize = 4 << 20;
+/// The default budget of [`Store::set_parsed_budget`]: 16 MiB of JSON (about 70 MiB of views),
+/// some 5,000 pods with their owners and services (figures in `benches/sim.rs`).
+pub const DEFAULT_PARSED_BUDGET: usize = 16 << 20;
 
 /// A started watch: events to send first, the receiver of later changes, and the rv at which
 /// the receiver was subscribed.
@@ -347,8 +359,8 @@ impl Store {
         out
     }
 
-    /// Keeps the parsed form of objects of the type `skey` written from now on (within the
-    /// budget), so that [`Stored::shared`] and [`Event::value`] cost nothing for them. For the
+    /// Keeps the parsed view of objects of the type `skey` written from now on (within the
+    /// budget), so that [`Stored::view`] and [`Event::view`] cost nothing for them. For the
     /// types read on every change.
     pub fn keep_parsed(&self, skey: &str) {
         self.lock()
@@ -358,8 +370,8 @@ impl Store {
             .keep_parsed = true;
     }
 
-    /// Sets how many bytes of JSON the kept parsed forms may stand for, together (0 keeps
-    /// none); the oldest writes give theirs up first.
+    /// Sets how many bytes of JSON the kept views may stand for, together (0 keeps none); the
+    /// oldest writes give theirs up first.
     pub fn set_parsed_budget(&self, json_bytes: usize) {
         let mut inner = self.lock();
         inner.parsed_budget = json_bytes;
@@ -401,6 +413,7 @@ impl Store {
                 // The serializer grows its buffer by doubling; stored objects live long, so
                 // the slack would be memory overhead per object.
                 v.shrink_to_fit();
+                strip_managed_fields(&mut obj);
                 (kind, Bytes::from(v), obj)
             }
             None => {
@@ -411,11 +424,9 @@ impl Store {
                 };
                 let mut last = cur.value()?;
                 set_rv(&mut last, new_rv);
-                (
-                    EventType::Deleted,
-                    Bytes::from(serde_json::to_vec(&last).map_err(persist_err)?),
-                    last,
-                )
+                let bytes = Bytes::from(serde_json::to_vec(&last).map_err(persist_err)?);
+                strip_managed_fields(&mut last);
+                (EventType::Deleted, bytes, last)
             }
         };
         let object = Arc::new(object);
@@ -669,14 +680,19 @@ mod tests {
     #[test]
     fn kept_types_share_the_parsed_object() {
         let s = Store::open(None, 10).unwrap();
-        let obj = |data: &str| json!({"metadata": {"name": "a"}, "data": {"k": data}});
+        let obj = |data: &str| {
+            json!({
+                "metadata": {"name": "a", "managedFields": [{"manager": "test"}]},
+                "data": {"k": data},
+            })
+        };
         let before = s
             .write("/cm", "ns", "a", Expect::Absent, Some(obj("before")))
             .unwrap();
         // Written before the type was kept parsed: parsed on each read.
         let st = s.get("/cm", "ns", "a").unwrap();
-        assert!(!Arc::ptr_eq(&st.shared().unwrap(), &before.object));
-        assert_eq!(st.shared().unwrap()["data"]["k"], "before");
+        assert!(!Arc::ptr_eq(&st.view().unwrap(), &before.object));
+        assert_eq!(st.view().unwrap()["data"]["k"], "before");
 
         s.keep_parsed("/cm");
         let mut rx = s.subscribe_all();
@@ -684,28 +700,42 @@ mod tests {
             .write("/cm", "ns", "a", Expect::Rv(st.rv), Some(obj("after")))
             .unwrap();
         let now = s.get("/cm", "ns", "a").unwrap();
-        assert!(Arc::ptr_eq(&now.shared().unwrap(), &w.object));
+        assert!(Arc::ptr_eq(&now.view().unwrap(), &w.object));
         assert_eq!(
-            now.shared().unwrap()["metadata"]["resourceVersion"],
+            now.view().unwrap()["metadata"]["resourceVersion"],
             w.rv.to_string()
         );
-        assert_eq!(now.value().unwrap(), *w.object);
+        // The view leaves managedFields out; the bytes and the whole value keep them.
+        assert!(w.object["metadata"].get("managedFields").is_none());
+        let whole = now.value().unwrap();
+        assert_eq!(whole["metadata"]["managedFields"][0]["manager"], "test");
+        let mut stripped = whole.clone();
+        stripped["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        assert_eq!(stripped, *w.object);
+        assert!(
+            std::str::from_utf8(&now.bytes)
+                .unwrap()
+                .contains("managedFields")
+        );
         let ev = rx.try_recv().unwrap();
-        assert!(Arc::ptr_eq(&ev.value().unwrap(), &w.object));
+        assert!(Arc::ptr_eq(&ev.view().unwrap(), &w.object));
 
         // Superseded: the store let go of the old parsed form; the event parses its bytes.
         drop((w, now));
         s.write("/cm", "ns", "a", Expect::Rv(ev.rv), Some(obj("later")))
             .unwrap();
-        assert_eq!(ev.value().unwrap()["data"]["k"], "after");
+        assert_eq!(ev.view().unwrap()["data"]["k"], "after");
 
         // A type not kept parsed still answers, from its bytes.
         let other = s
             .write("/other", "ns", "b", Expect::Absent, Some(obj("x")))
             .unwrap();
         let st = s.get("/other", "ns", "b").unwrap();
-        assert!(!Arc::ptr_eq(&st.shared().unwrap(), &other.object));
-        assert_eq!(st.shared().unwrap()["data"]["k"], "x");
+        assert!(!Arc::ptr_eq(&st.view().unwrap(), &other.object));
+        assert_eq!(st.view().unwrap()["data"]["k"], "x");
     }
 
     /// Only the latest writes within the budget keep their parsed form; the others are parsed
@@ -724,8 +754,8 @@ mod tests {
         }
         let kept = |name: &str, w: &Written| {
             let st = s.get("/cm", "ns", name).unwrap();
-            assert_eq!(*st.shared().unwrap(), *w.object);
-            Arc::ptr_eq(&st.shared().unwrap(), &w.object)
+            assert_eq!(*st.view().unwrap(), *w.object);
+            Arc::ptr_eq(&st.view().unwrap(), &w.object)
         };
         assert!(kept("a", &written[0]) && kept("b", &written[1]) && kept("c", &written[2]));
 

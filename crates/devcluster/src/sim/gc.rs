@@ -83,7 +83,7 @@ impl Gc {
         for (skey, _) in self.storage_keys() {
             let skey: Arc<str> = Arc::from(skey.as_str());
             for st in self.state.store.all_of(&skey) {
-                let Ok(v) = st.shared() else { continue };
+                let Ok(v) = st.view() else { continue };
                 self.index(&skey, &v, false);
                 if meta_str(&v, "deletionTimestamp").is_empty() {
                     if !owner_refs(&v).is_empty() {
@@ -138,7 +138,7 @@ impl Gc {
         if !mentions_owner && !indexed && !uid_known {
             return;
         }
-        let Ok(v) = ev.value() else {
+        let Ok(v) = ev.view() else {
             return;
         };
         let old_owners = self.owners_of.get(&key).cloned().unwrap_or_default();
@@ -221,7 +221,7 @@ impl Gc {
                     .state
                     .store
                     .get(&d.0, &d.1, &d.2)
-                    .and_then(|st| st.shared().ok())
+                    .and_then(|st| st.view().ok())
                     .is_some_and(|dv| {
                         owner_refs(&dv)
                             .iter()
@@ -263,7 +263,7 @@ impl Gc {
         let Some(st) = self.state.store.get(&dep.0, &dep.1, &dep.2) else {
             return;
         };
-        let Ok(v) = st.shared() else { return };
+        let Ok(v) = st.view() else { return };
         let refs = owner_refs(&v);
         let (alive, dangling): (Vec<&OwnerRef>, Vec<&OwnerRef>) = refs
             .iter()
@@ -292,7 +292,7 @@ impl Gc {
         self.state
             .store
             .get(&info.storage_key(), ns, &r.name)
-            .and_then(|st| st.shared().ok())
+            .and_then(|st| st.view().ok())
             .is_some_and(|v| meta_str(&v, "uid") == r.uid)
     }
 
@@ -334,7 +334,7 @@ impl Gc {
         let Some(st) = self.state.store.get(&key.0, &key.1, &key.2) else {
             return;
         };
-        let Ok(v) = st.shared() else { return };
+        let Ok(v) = st.view() else { return };
         let kept: Vec<Value> = v
             .pointer("/metadata/ownerReferences")
             .and_then(Value::as_array)
@@ -362,7 +362,7 @@ impl Gc {
         let Some(st) = self.state.store.get(&key.0, &key.1, &key.2) else {
             return;
         };
-        let Ok(v) = st.shared() else { return };
+        let Ok(v) = st.view() else { return };
         let kept: Vec<Value> = v
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)

@@ -429,7 +429,7 @@ impl Sim {
                 continue;
             }
             for st in self.state.store.all_of(&kind.storage_key()) {
-                let Ok(v) = st.shared() else { continue };
+                let Ok(v) = st.view() else { continue };
                 self.index(kind, &v, false);
             }
         }
@@ -451,7 +451,7 @@ impl Sim {
         if kind == Kind::Event || kind == Kind::Endpoints {
             return;
         }
-        let Ok(v) = ev.value() else {
+        let Ok(v) = ev.view() else {
             return;
         };
         self.index(kind, &v, ev.kind == EventType::Deleted);
@@ -645,7 +645,7 @@ impl Sim {
         match self.state.store.get(&kind.storage_key(), ns, name) {
             None => Ok(None),
             Some(st) => {
-                let v = st.shared().map_err(|e| SimError::Corrupt(e.to_string()))?;
+                let v = st.view().map_err(|e| SimError::Corrupt(e.to_string()))?;
                 Ok(Some(Obj { v }))
             }
         }
