@@ -130,6 +130,17 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// `max_unused`: a materialization (of this process or another) may still be writing them.
 const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
 
+/// Every fetch adds a pack to a bare repository, each lookup of an object searches every pack's
+/// index, and gix's object store holds a bounded number of indices ([`STORE_SLOTS`]; its default,
+/// 32, made the 33rd fetch of a process fail with "too few index slots"). So a repository with
+/// this many packs is repacked into one before the next fetch (git's own `gc.autoPackLimit` is
+/// 50).
+const PACK_LIMIT: usize = 32;
+
+/// Index slots of each repository's object store: room for [`PACK_LIMIT`] packs, the pack a
+/// repack writes, and indices still held by readers while their packs are replaced.
+const STORE_SLOTS: u16 = 256;
+
 /// Suffix of the file beside a tree that lists its skipped symlinks.
 const SIDECAR_SUFFIX: &str = ".skipped-symlinks";
 
@@ -150,6 +161,8 @@ pub struct PruneReport {
     pub temporaries_removed: u64,
     /// File content bytes freed (blobs and unshared files; directories and symlinks not counted).
     pub bytes_freed: u64,
+    /// Bare repositories whose packs (one per fetch) were consolidated into one.
+    pub repositories_repacked: u64,
     /// Entries that could not be removed (each names its path); they are retried next time.
     pub failures: Vec<SourceError>,
 }
@@ -168,6 +181,8 @@ pub struct CacheStats {
     /// File contents written into the blob store by [`RepoCache::materialize`] (every other
     /// file of a written tree is a hard link to a blob written before).
     pub blobs_written: u64,
+    /// Repositories repacked into one pack (before a fetch, or by a prune).
+    pub repacks: u64,
 }
 
 /// The Git wire protocol version to speak.
@@ -237,6 +252,7 @@ pub struct RepoCache {
     fetches: AtomicU64,
     trees_written: AtomicU64,
     blobs_written: AtomicU64,
+    repacks: AtomicU64,
     tmp_counter: AtomicU64,
     protocol: ProtocolVersion,
     ssh_program: PathBuf,
@@ -267,6 +283,7 @@ impl RepoCache {
             fetches: AtomicU64::new(0),
             trees_written: AtomicU64::new(0),
             blobs_written: AtomicU64::new(0),
+            repacks: AtomicU64::new(0),
             tmp_counter: AtomicU64::new(0),
             protocol: ProtocolVersion::default(),
             ssh_program: PathBuf::from("ssh"),
@@ -298,6 +315,7 @@ impl RepoCache {
             fetches: self.fetches.load(Ordering::Relaxed),
             trees_written: self.trees_written.load(Ordering::Relaxed),
             blobs_written: self.blobs_written.load(Ordering::Relaxed),
+            repacks: self.repacks.load(Ordering::Relaxed),
         }
     }
 
@@ -634,11 +652,14 @@ impl RepoCache {
     /// Only listing the `trees` or `blobs` directory is an error; entries that cannot be
     /// removed are listed in [`PruneReport::failures`] and retried at the next prune.
     ///
-    /// The bare repositories under `repos/` are not pruned: each is bounded by its remote's
-    /// history (plus one pack per fetch), and deleting one would mean a full clone on next use.
+    /// The bare repositories under `repos/` are not deleted: each is bounded by its remote's
+    /// history, and deleting one would mean a full clone on next use. Their packs (one per
+    /// fetch) are consolidated before a fetch when there are too many; a repository that still
+    /// has too many (its repack failed) is repacked here again, holding its refresh lock.
     pub fn prune(&self, max_unused: Duration) -> Result<PruneReport, SourceError> {
         let _one_at_a_time = lock(&self.pruning);
         let mut report = PruneReport::default();
+        self.repack(&mut report);
         let now = SystemTime::now();
         let age_of = |time: SystemTime| now.duration_since(time).unwrap_or(Duration::ZERO);
         let trees = self.dir.join("trees");
@@ -749,6 +770,23 @@ impl RepoCache {
             "source cache pruned"
         );
         Ok(report)
+    }
+
+    /// Repacks the repositories of this cache that have [`PACK_LIMIT`] packs or more.
+    fn repack(&self, report: &mut PruneReport) {
+        let slots: Vec<Arc<Slot>> = lock(&self.slots).values().cloned().collect();
+        for slot in slots {
+            // No refresh of this repository (the only writer of packs) until the repack is done.
+            let _no_fetch = lock(&slot.state);
+            match repack_if_needed(slot.repo.path(), &slot.url_display) {
+                Ok(true) => {
+                    self.repacks.fetch_add(1, Ordering::Relaxed);
+                    report.repositories_repacked += 1;
+                }
+                Ok(false) => {}
+                Err(e) => report.failures.push(e),
+            }
+        }
     }
 
     fn write_tree(
@@ -992,6 +1030,15 @@ impl RepoCache {
             });
             return Ok(false);
         }
+        // The fetch adds a pack: make room first (see PACK_LIMIT). A failed repack only costs
+        // lookups for now (the store has slots to spare); the next fetch or prune tries again.
+        match repack_if_needed(repo.path(), url_display) {
+            Ok(true) => {
+                self.repacks.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot consolidate the repository's packs"),
+        }
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let outcome = prepare
             .with_write_packed_refs_only(true)
@@ -1020,6 +1067,51 @@ impl RepoCache {
 /// `.skipped-symlinks` record without its tree (a write that failed at the last step). The
 /// last two are only removed once older than `max_unused` and [`LEFTOVER_AGE`]: a
 /// materialization (of any process) may be writing them right now.
+/// Repacks the bare repository at `git_dir` into one pack when it has [`PACK_LIMIT`] packs or
+/// more, with the `git` program (`git repack -a -d`; the user's and system's configuration are
+/// not read). The caller holds the repository's refresh lock, so no fetch writes a pack
+/// meanwhile; readers keep working (gix finds the new pack when an old one is gone). Returns
+/// whether it repacked.
+fn repack_if_needed(git_dir: &Path, url_display: &str) -> Result<bool, SourceError> {
+    let pack_dir = git_dir.join("objects").join("pack");
+    let packs = std::fs::read_dir(&pack_dir)
+        .map_err(|e| SourceError::io(&pack_dir, e))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+        .count();
+    if packs < PACK_LIMIT {
+        return Ok(false);
+    }
+    let failed = |message: String| SourceError::Repository {
+        url: url_display.to_owned(),
+        message: format!("repacking its {packs} packs: {message}"),
+    };
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(git_dir)
+        .args(["-c", "gc.auto=0", "repack", "-a", "-d", "-q"])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            tracing::info!(url = %url_display, packs, "repository repacked into one pack");
+            Ok(true)
+        }
+        Ok(out) => Err(failed(format!(
+            "git repack exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(failed("the git program is not on the PATH".to_owned()))
+        }
+        Err(e) => Err(failed(format!("running git: {e}"))),
+    }
+}
+
 fn prune_leftover(name: &str, path: &Path, max_unused: Duration, report: &mut PruneReport) {
     let remove = if name.starts_with(".del-") {
         // Only a prune makes these and removes them before it returns (removing one twice
@@ -1180,10 +1272,12 @@ fn init_store(
 fn open_store(path: &Path, url: &RepoUrl) -> Result<gix::ThreadSafeRepository, SourceError> {
     // Isolated: never read the user's or system's git config (credential helpers, insteadOf,
     // proxies), so behaviour depends only on what callers pass in.
-    let opts = gix::open::Options::isolated().config_overrides([
-        "committer.name=capstan",
-        "committer.email=capstan@localhost",
-    ]);
+    let opts = gix::open::Options::isolated()
+        .object_store_slots(gix::odb::store::init::Slots::Given(STORE_SLOTS))
+        .config_overrides([
+            "committer.name=capstan",
+            "committer.email=capstan@localhost",
+        ]);
     gix::ThreadSafeRepository::open_opts(path, opts).map_err(|e| SourceError::Repository {
         url: url.to_string(),
         message: format!(
