@@ -341,8 +341,11 @@ async fn prune_cache(shared: Arc<Shared>) {
         let max_unused = shared.config.cache_max_unused;
         match tokio::task::spawn_blocking(move || repos.prune(max_unused)).await {
             Ok(Ok(report)) => {
-                if report.trees_removed + report.blobs_removed + report.temporaries_removed > 0 {
+                let removed =
+                    report.trees_removed + report.blobs_removed + report.temporaries_removed;
+                if removed + report.repositories_repacked > 0 {
                     tracing::info!(
+                        repacked = report.repositories_repacked,
                         trees = report.trees_removed,
                         blobs = report.blobs_removed,
                         temporaries = report.temporaries_removed,
