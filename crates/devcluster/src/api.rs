@@ -273,15 +273,20 @@ fn random_suffix() -> String {
         .collect()
 }
 
-fn spec_like(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
-        m.remove("apiVersion");
-        m.remove("kind");
-    }
-    o
+/// Whether two versions of an object differ in more than metadata, status, apiVersion and
+/// kind (what bumps `metadata.generation`). Compared in place: this runs on every update.
+fn spec_changed(old: &Value, new: &Value) -> bool {
+    const IGNORED: [&str; 4] = ["metadata", "status", "apiVersion", "kind"];
+    let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else {
+        return old != new;
+    };
+    let counted =
+        |m: &Map<String, Value>| m.keys().filter(|k| !IGNORED.contains(&k.as_str())).count();
+    counted(old) != counted(new)
+        || old
+            .iter()
+            .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
+            .any(|(k, v)| new.get(k) != Some(v))
 }
 
 fn check_meta_strings(op: &Op, obj: &Value, name: &str) -> Result<(), ApiError> {
@@ -1080,7 +1085,7 @@ fn write_loop(
         let mut new = to_storage(info, new);
         restore_server_fields(op, live, &mut new)?;
         check_meta_strings(op, &new, &name)?;
-        let changed_spec = spec_like(live) != spec_like(&new);
+        let changed_spec = spec_changed(live, &new);
         let generation = meta(live)
             .and_then(|m| m.get("generation"))
             .and_then(Value::as_i64)
@@ -1160,20 +1165,49 @@ fn restore_server_fields(op: &Op, live: &Value, new: &mut Value) -> Result<(), A
     }
     match op.subresource.as_deref() {
         Some("status") => {
-            // Only .status (and managedFields, which record who wrote it) may change.
-            let mut result = live.clone();
-            match new.get("status") {
-                Some(s) => result["status"] = s.clone(),
-                None => {
-                    if let Some(m) = result.as_object_mut() {
-                        m.remove("status");
+            // Only .status (and managedFields, which record who wrote it) may change. The
+            // result is the live object with those two taken from `new`, in live's field
+            // order; neither the live status nor its managedFields are copied only to be
+            // replaced.
+            let mut status = new.as_object_mut().and_then(|m| m.remove("status"));
+            let mut managed = new
+                .get_mut("metadata")
+                .and_then(Value::as_object_mut)
+                .and_then(|m| m.remove("managedFields"));
+            let mut result = Map::new();
+            for (k, v) in live.as_object().into_iter().flatten() {
+                match k.as_str() {
+                    "status" => {
+                        if let Some(s) = status.take() {
+                            result.insert(k.clone(), s);
+                        }
+                    }
+                    "metadata" if managed.is_some() => {
+                        let mut meta = Map::new();
+                        for (mk, mv) in v.as_object().into_iter().flatten() {
+                            if mk == "managedFields" {
+                                if let Some(mf) = managed.take() {
+                                    meta.insert(mk.clone(), mf);
+                                }
+                            } else {
+                                meta.insert(mk.clone(), mv.clone());
+                            }
+                        }
+                        if let Some(mf) = managed.take() {
+                            meta.insert("managedFields".into(), mf);
+                        }
+                        result.insert(k.clone(), Value::Object(meta));
+                    }
+                    _ => {
+                        result.insert(k.clone(), v.clone());
                     }
                 }
             }
-            if let Some(mf) = meta(new).and_then(|m| m.get("managedFields")) {
-                meta_mut(&mut result).insert("managedFields".into(), mf.clone());
+            // A status where live had none goes last, as an insert would put it.
+            if let Some(s) = status {
+                result.insert("status".into(), s);
             }
-            *new = result;
+            *new = Value::Object(result);
         }
         _ => {
             if info.status {
@@ -1339,7 +1373,7 @@ fn update_scale(state: &State, op: &Op, change: Change<'_>) -> Result<Reply, Api
             Some("scale"),
             &now(),
         );
-        if spec_like(&live) != spec_like(&new) {
+        if spec_changed(&live, &new) {
             let g = meta(&live)
                 .and_then(|m| m.get("generation"))
                 .and_then(Value::as_i64)
@@ -1780,5 +1814,36 @@ fn clone_op(op: &Op) -> Op {
         query: op.query.clone(),
         manager: op.manager.clone(),
         manager_explicit: op.manager_explicit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only fields outside metadata, status, apiVersion and kind count as a spec change, and a
+    /// field added or removed counts as much as one changed.
+    #[test]
+    fn spec_changed_ignores_metadata_and_status_only() {
+        let base = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "labels": {"x": "1"}},
+            "data": {"k": "v"}, "status": {"phase": "A"},
+        });
+        let mut meta_only = base.clone();
+        meta_only["metadata"]["labels"]["x"] = json!("2");
+        meta_only["status"]["phase"] = json!("B");
+        meta_only["apiVersion"] = json!("v2");
+        assert!(!spec_changed(&base, &meta_only));
+        assert!(!spec_changed(&base, &base.clone()));
+
+        let mut data = base.clone();
+        data["data"]["k"] = json!("w");
+        assert!(spec_changed(&base, &data));
+        let mut added = base.clone();
+        added["binaryData"] = json!({});
+        assert!(spec_changed(&base, &added));
+        assert!(spec_changed(&added, &base));
+        assert!(spec_changed(&json!(1), &json!(2)));
     }
 }
