@@ -469,6 +469,27 @@ fn prepare_kind(
     Ok(())
 }
 
+/// Whether a stored namespace has `metadata.deletionTimestamp` (even null). Every create in a
+/// namespace asks, so only that key is decoded: the rest is skipped without allocating.
+fn namespace_terminating(bytes: &[u8]) -> Result<bool, StoreError> {
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| true)
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(default, rename = "deletionTimestamp", deserialize_with = "present")]
+        deletion: bool,
+    }
+    #[derive(serde::Deserialize)]
+    struct Namespace {
+        metadata: Option<Meta>,
+    }
+    use serde::Deserialize;
+    serde_json::from_slice::<Namespace>(bytes)
+        .map(|n| n.metadata.is_some_and(|m| m.deletion))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 fn check_namespace_usable(state: &State, op: &Op) -> Result<(), ApiError> {
     if !op.info.namespaced {
         return Ok(());
@@ -480,8 +501,7 @@ fn check_namespace_usable(state: &State, op: &Op) -> Result<(), ApiError> {
     match state.store.get(&ns_info.storage_key(), "", ns) {
         None => Err(ApiError::not_found(&ns_info, ns)),
         Some(st) => {
-            let v = st.view().map_err(corrupt)?;
-            if meta(&v).is_some_and(|m| m.contains_key("deletionTimestamp")) {
+            if namespace_terminating(&st.bytes).map_err(corrupt)? {
                 Err(ApiError {
                     details: Some(json!({"name": ns, "kind": "namespaces"})),
                     ..ApiError::forbidden(format!(
@@ -1823,6 +1843,19 @@ mod tests {
 
     /// Only fields outside metadata, status, apiVersion and kind count as a spec change, and a
     /// field added or removed counts as much as one changed.
+    #[test]
+    fn namespace_terminating_sees_the_deletion_timestamp_only() {
+        let ns = |meta: Value| json!({"kind": "Namespace", "metadata": meta}).to_string();
+        let yes = ns(json!({"name": "a", "deletionTimestamp": "2026-01-01T00:00:00Z"}));
+        let null = ns(json!({"name": "a", "deletionTimestamp": null}));
+        let no = ns(json!({"name": "a", "labels": {"deletionTimestamp": "x"}}));
+        assert!(namespace_terminating(yes.as_bytes()).unwrap());
+        assert!(namespace_terminating(null.as_bytes()).unwrap());
+        assert!(!namespace_terminating(no.as_bytes()).unwrap());
+        assert!(!namespace_terminating(b"{}").unwrap());
+        assert!(namespace_terminating(b"{").is_err());
+    }
+
     #[test]
     fn spec_changed_ignores_metadata_and_status_only() {
         let base = json!({

@@ -291,8 +291,6 @@ impl DevCluster {
         // An already installed provider is kept.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Store::open(config.data_dir.as_deref(), config.history_limit)?;
-        // Every create reads its namespace; there are few of them.
-        store.keep_parsed("/namespaces");
         let registry = Arc::new(Registry::new());
         for crd in store.all_of("apiextensions.k8s.io/customresourcedefinitions") {
             let v: Value = crd.value()?;
