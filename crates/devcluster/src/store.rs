@@ -375,7 +375,9 @@ impl Store {
     pub fn set_parsed_budget(&self, json_bytes: usize) {
         let mut inner = self.lock();
         inner.parsed_budget = json_bytes;
-        inner.trim_parsed();
+        let evicted = inner.trim_parsed();
+        drop(inner);
+        drop(evicted);
     }
 
     /// Writes (`Some(object)`) or removes (`None`) an object under a precondition. Sets
@@ -495,10 +497,14 @@ impl Store {
                 .parsed_order
                 .push_back((event.key.clone(), key_of(&event), new_rv, bytes.len()));
             inner.parsed_bytes += bytes.len();
-            inner.trim_parsed();
         }
-        // No receivers is fine: nobody is watching.
+        let evicted = inner.trim_parsed();
+        // Sent under the lock, so watchers see changes in rv order. No receivers is fine:
+        // nobody is watching.
         let _ = self.events.send(event);
+        // Freeing the evicted views is left for after the lock.
+        drop(inner);
+        drop(evicted);
         Ok(Written {
             rv: new_rv,
             bytes,
@@ -563,8 +569,10 @@ fn key_of(event: &Event) -> (Box<str>, Box<str>) {
 }
 
 impl Inner {
-    /// Drops the parsed forms of the oldest writes until the rest fit the budget.
-    fn trim_parsed(&mut self) {
+    /// Takes the views of the oldest writes until the rest fit the budget; returns them, so
+    /// that the caller frees them once it has released the lock.
+    fn trim_parsed(&mut self) -> Vec<Arc<Value>> {
+        let mut evicted = Vec::new();
         while self.parsed_bytes > self.parsed_budget {
             let Some((skey, key, rv, size)) = self.parsed_order.pop_front() else {
                 break;
@@ -576,10 +584,12 @@ impl Inner {
                 .get_mut(&*skey)
                 .and_then(|ts| ts.objects.get_mut(&key))
                 && st.rv == rv
+                && let Some(v) = st.parsed.take()
             {
-                st.parsed = None;
+                evicted.push(v);
             }
         }
+        evicted
     }
 }
 
