@@ -240,12 +240,16 @@ pub async fn execute(
             index + 1,
             groups.len()
         );
-        progress(ProgressReport {
-            message: message.clone(),
-            resources: resources.clone(),
-            health: Vec::new(),
-        })
-        .await;
+        // With one group there is nothing to tell apart: the Running state written before the
+        // sync says what it does, and the result follows at once (one write less per sync).
+        if groups.len() > 1 {
+            progress(ProgressReport {
+                message: message.clone(),
+                resources: resources.clone(),
+                health: Vec::new(),
+            })
+            .await;
+        }
         let steps: Vec<&SyncStep> = the_plan
             .steps
             .iter()
