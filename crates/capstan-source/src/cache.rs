@@ -137,9 +137,9 @@ const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
 /// 50).
 const PACK_LIMIT: usize = 32;
 
-/// Index slots of each repository's object store: room for [`PACK_LIMIT`] packs, the pack a
-/// repack writes, and indices still held by readers while their packs are replaced.
-const STORE_SLOTS: u16 = 256;
+/// Index slots of each repository's object store, at least: room for [`PACK_LIMIT`] packs, the
+/// pack a repack writes, and indices still held by readers while their packs are replaced.
+const STORE_SLOTS: usize = 256;
 
 /// Suffix of the file beside a tree that lists its skipped symlinks.
 const SIDECAR_SUFFIX: &str = ".skipped-symlinks";
@@ -1273,7 +1273,11 @@ fn open_store(path: &Path, url: &RepoUrl) -> Result<gix::ThreadSafeRepository, S
     // Isolated: never read the user's or system's git config (credential helpers, insteadOf,
     // proxies), so behaviour depends only on what callers pass in.
     let opts = gix::open::Options::isolated()
-        .object_store_slots(gix::odb::store::init::Slots::Given(STORE_SLOTS))
+        .object_store_slots(gix::odb::store::init::Slots::AsNeededByDiskState {
+            // A store left with many packs (by an older Capstan) still opens with room to spare.
+            multiplier: 2.0,
+            minimum: STORE_SLOTS,
+        })
         .config_overrides([
             "committer.name=capstan",
             "committer.email=capstan@localhost",
