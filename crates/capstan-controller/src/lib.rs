@@ -1102,14 +1102,6 @@ async fn execute_operation(
         None => format!("sync to {}", compare::short(&cmp.desired.revision)),
     };
     let who = events::initiator(&op.initiated_by);
-    events::emit(
-        shared,
-        app,
-        false,
-        "OperationStarted",
-        format!("{what} started, initiated by {who}"),
-    )
-    .await;
     // Registered before Running is written, so a Terminating written after it is seen by
     // the Application watch (`observe_app`).
     let stop = sync::StopFlag::default();
@@ -1117,7 +1109,19 @@ async fn execute_operation(
     lock(&shared.running).insert(key.clone(), stop.clone());
     let mut running = status.clone();
     running.operation_state = Some(state.clone());
-    if let Err(e) = write_status(&apps, app.name(), status, &running).await {
+    // The event and the Running state are independent writes: sent together, both done before
+    // anything is applied.
+    let (_, recorded) = tokio::join!(
+        events::emit(
+            shared,
+            app,
+            false,
+            "OperationStarted",
+            format!("{what} started, initiated by {who}"),
+        ),
+        write_status(&apps, app.name(), status, &running)
+    );
+    if let Err(e) = recorded {
         tracing::warn!(app = app.name(), error = %e, "cannot record the running operation");
     }
     let policy = app.spec.sync_policy.clone().unwrap_or_default();
