@@ -141,6 +141,9 @@ const PACK_LIMIT: usize = 32;
 /// pack a repack writes, and indices still held by readers while their packs are replaced.
 const STORE_SLOTS: usize = 256;
 
+/// A store that cannot be repacked is reopened when fewer than this many of its slots are free.
+const SLOT_MARGIN: usize = 16;
+
 /// Suffix of the file beside a tree that lists its skipped symlinks.
 const SIDECAR_SUFFIX: &str = ".skipped-symlinks";
 
@@ -205,8 +208,23 @@ pub enum ProtocolVersion {
 struct Slot {
     key: String,
     url_display: String,
-    repo: gix::ThreadSafeRepository,
+    /// The open object store. Replaced (under the `state` lock) when it must be reopened with
+    /// more index slots; readers take a handle and keep using it.
+    store: Mutex<OpenStore>,
     state: Mutex<RefreshState>,
+}
+
+struct OpenStore {
+    repo: gix::ThreadSafeRepository,
+    /// The index slots it was opened with (see [`slots_for`]).
+    slots: usize,
+}
+
+impl Slot {
+    /// A handle on the current object store.
+    fn repo(&self) -> gix::ThreadSafeRepository {
+        lock(&self.store).repo.clone()
+    }
 }
 
 #[derive(Default)]
@@ -256,6 +274,8 @@ pub struct RepoCache {
     tmp_counter: AtomicU64,
     protocol: ProtocolVersion,
     ssh_program: PathBuf,
+    /// The `git` program that repacks repositories.
+    git_program: PathBuf,
 }
 
 /// Lock a mutex even if a panicking thread poisoned it: the data behind our mutexes is replaced
@@ -287,6 +307,7 @@ impl RepoCache {
             tmp_counter: AtomicU64::new(0),
             protocol: ProtocolVersion::default(),
             ssh_program: PathBuf::from("ssh"),
+            git_program: PathBuf::from("git"),
         })
     }
 
@@ -300,6 +321,13 @@ impl RepoCache {
     /// arguments (`-i`, `-o Option=value`, `-p PORT`, `[user@]host`, the remote command).
     pub fn with_ssh_program(mut self, program: impl Into<PathBuf>) -> Self {
         self.ssh_program = program.into();
+        self
+    }
+
+    /// Use this `git` program to repack repositories (default: `git` on the PATH). Without one,
+    /// packs are not consolidated and the object store is reopened with more slots instead.
+    pub fn with_git_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.git_program = program.into();
         self
     }
 
@@ -352,7 +380,7 @@ impl RepoCache {
     ) -> Result<Resolved, SourceError> {
         let entered = Instant::now();
         let slot = self.slot(url)?;
-        let repo = slot.repo.to_thread_local();
+        let repo = slot.repo().to_thread_local();
         let rev = revision.trim();
 
         if rev.len() == 40
@@ -385,6 +413,8 @@ impl RepoCache {
             match coalesced {
                 Some(adv) => (adv, false),
                 None => {
+                    self.make_room(&slot, url);
+                    let repo = slot.repo().to_thread_local();
                     let fetched = self.refresh(&repo, url, &slot.url_display, creds, &mut state)?;
                     let adv = state.advertised.clone().unwrap_or_default();
                     (adv, fetched)
@@ -392,6 +422,9 @@ impl RepoCache {
             }
         };
 
+        // The store may have been reopened to make room for the fetch: read through the
+        // current one.
+        let repo = slot.repo().to_thread_local();
         let not_found = |reason: String| SourceError::RevisionNotFound {
             url: slot.url_display.clone(),
             revision: revision.to_owned(),
@@ -456,7 +489,7 @@ impl RepoCache {
     /// before in a few files costs a `link()` for each other file.
     pub fn materialize(&self, url: &RepoUrl, commit: &str) -> Result<Tree, SourceError> {
         let slot = self.existing_slot(url, commit)?;
-        let repo = slot.repo.to_thread_local();
+        let repo = slot.repo().to_thread_local();
         let tree_id = commit_tree(&repo, &slot.url_display, commit)?;
         let id = tree_id.to_string();
         // Registered before the disk is looked at: from here on `prune` leaves this tree alone,
@@ -528,7 +561,7 @@ impl RepoCache {
                 c => parts.push(c),
             }
         }
-        let repo = slot.repo.to_thread_local();
+        let repo = slot.repo().to_thread_local();
         let tree_id = commit_tree(&repo, &slot.url_display, commit)?;
         if parts.is_empty() {
             return Ok(Some(tree_id.to_string()));
@@ -556,7 +589,7 @@ impl RepoCache {
             return Ok(Arc::clone(slot));
         }
         let path = self.dir.join("repos").join(url.dir_name());
-        let repo = if path.join("HEAD").exists() {
+        let store = if path.join("HEAD").exists() {
             open_store(&path, url)?
         } else {
             init_store(&self.dir.join("repos"), &path, url, &self.tmp_name())?
@@ -564,7 +597,7 @@ impl RepoCache {
         let slot = Arc::new(Slot {
             key: key.clone(),
             url_display: url.to_string(),
-            repo,
+            store: Mutex::new(store),
             state: Mutex::new(RefreshState::default()),
         });
         slots.insert(key, Arc::clone(&slot));
@@ -778,7 +811,7 @@ impl RepoCache {
         for slot in slots {
             // No refresh of this repository (the only writer of packs) until the repack is done.
             let _no_fetch = lock(&slot.state);
-            match repack_if_needed(slot.repo.path(), &slot.url_display) {
+            match repack_if_needed(&self.git_program, slot.repo().path(), &slot.url_display) {
                 Ok(true) => {
                     self.repacks.fetch_add(1, Ordering::Relaxed);
                     report.repositories_repacked += 1;
@@ -786,6 +819,46 @@ impl RepoCache {
                 Ok(false) => {}
                 Err(e) => report.failures.push(e),
             }
+        }
+    }
+
+    /// Before a fetch (which adds a pack), with the slot's refresh lock held: repacks the
+    /// repository when it has [`PACK_LIMIT`] packs; when that is not possible (no `git`),
+    /// reopens the store with slots for the packs on disk once they are about to run out, so
+    /// fetching never fails for want of slots (lookups just get slower, one index per pack).
+    fn make_room(&self, slot: &Slot, url: &RepoUrl) {
+        let git_dir = slot.repo().path().to_path_buf();
+        let failure = match repack_if_needed(&self.git_program, &git_dir, &slot.url_display) {
+            Ok(true) => {
+                self.repacks.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(false) => return,
+            Err(e) => e,
+        };
+        tracing::debug!(error = %failure, "cannot consolidate the repository's packs");
+        let packs = match count_packs(&git_dir) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "counting the repository's packs");
+                return;
+            }
+        };
+        if packs + SLOT_MARGIN < lock(&slot.store).slots {
+            return;
+        }
+        match open_store(&git_dir, url) {
+            Ok(store) => {
+                tracing::warn!(
+                    url = %slot.url_display,
+                    packs,
+                    slots = store.slots,
+                    error = %failure,
+                    "the repository cannot be repacked; reopened its object store with more slots"
+                );
+                *lock(&slot.store) = store;
+            }
+            Err(e) => tracing::warn!(error = %e, "reopening the object store"),
         }
     }
 
@@ -1030,15 +1103,6 @@ impl RepoCache {
             });
             return Ok(false);
         }
-        // The fetch adds a pack: make room first (see PACK_LIMIT). A failed repack only costs
-        // lookups for now (the store has slots to spare); the next fetch or prune tries again.
-        match repack_if_needed(repo.path(), url_display) {
-            Ok(true) => {
-                self.repacks.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot consolidate the repository's packs"),
-        }
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let outcome = prepare
             .with_write_packed_refs_only(true)
@@ -1072,13 +1136,8 @@ impl RepoCache {
 /// not read). The caller holds the repository's refresh lock, so no fetch writes a pack
 /// meanwhile; readers keep working (gix finds the new pack when an old one is gone). Returns
 /// whether it repacked.
-fn repack_if_needed(git_dir: &Path, url_display: &str) -> Result<bool, SourceError> {
-    let pack_dir = git_dir.join("objects").join("pack");
-    let packs = std::fs::read_dir(&pack_dir)
-        .map_err(|e| SourceError::io(&pack_dir, e))?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
-        .count();
+fn repack_if_needed(git: &Path, git_dir: &Path, url_display: &str) -> Result<bool, SourceError> {
+    let packs = count_packs(git_dir)?;
     if packs < PACK_LIMIT {
         return Ok(false);
     }
@@ -1086,7 +1145,7 @@ fn repack_if_needed(git_dir: &Path, url_display: &str) -> Result<bool, SourceErr
         url: url_display.to_owned(),
         message: format!("repacking its {packs} packs: {message}"),
     };
-    let out = std::process::Command::new("git")
+    let out = std::process::Command::new(git)
         .arg("--git-dir")
         .arg(git_dir)
         .args(["-c", "gc.auto=0", "repack", "-a", "-d", "-q"])
@@ -1105,9 +1164,10 @@ fn repack_if_needed(git_dir: &Path, url_display: &str) -> Result<bool, SourceErr
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(failed("the git program is not on the PATH".to_owned()))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(failed(format!(
+            "the git program ({}) is not there",
+            git.display()
+        ))),
         Err(e) => Err(failed(format!("running git: {e}"))),
     }
 }
@@ -1246,7 +1306,7 @@ fn init_store(
     path: &Path,
     url: &RepoUrl,
     tmp_name: &str,
-) -> Result<gix::ThreadSafeRepository, SourceError> {
+) -> Result<OpenStore, SourceError> {
     // Initialise beside and rename, so a crash never leaves a half-initialised store in place.
     let tmp = repos.join(tmp_name);
     let repo_err = |message: String| SourceError::Repository {
@@ -1269,7 +1329,27 @@ fn init_store(
     open_store(path, url)
 }
 
-fn open_store(path: &Path, url: &RepoUrl) -> Result<gix::ThreadSafeRepository, SourceError> {
+/// The index slots a store is opened with when `packs` packs are on disk: twice as many, at
+/// least [`STORE_SLOTS`] (what gix's `AsNeededByDiskState` computes from the same figures).
+fn slots_for(packs: usize) -> usize {
+    (packs * 2).max(STORE_SLOTS)
+}
+
+/// How many packs the bare repository at `git_dir` has.
+fn count_packs(git_dir: &Path) -> Result<usize, SourceError> {
+    let pack_dir = git_dir.join("objects").join("pack");
+    match std::fs::read_dir(&pack_dir) {
+        Ok(entries) => Ok(entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+            .count()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(SourceError::io(&pack_dir, e)),
+    }
+}
+
+fn open_store(path: &Path, url: &RepoUrl) -> Result<OpenStore, SourceError> {
+    let packs = count_packs(path)?;
     // Isolated: never read the user's or system's git config (credential helpers, insteadOf,
     // proxies), so behaviour depends only on what callers pass in.
     let opts = gix::open::Options::isolated()
@@ -1282,13 +1362,18 @@ fn open_store(path: &Path, url: &RepoUrl) -> Result<gix::ThreadSafeRepository, S
             "committer.name=capstan",
             "committer.email=capstan@localhost",
         ]);
-    gix::ThreadSafeRepository::open_opts(path, opts).map_err(|e| SourceError::Repository {
-        url: url.to_string(),
-        message: format!(
-            "opening the object store {}: {}",
-            path.display(),
-            gix_message(&e)
-        ),
+    let repo =
+        gix::ThreadSafeRepository::open_opts(path, opts).map_err(|e| SourceError::Repository {
+            url: url.to_string(),
+            message: format!(
+                "opening the object store {}: {}",
+                path.display(),
+                gix_message(&e)
+            ),
+        })?;
+    Ok(OpenStore {
+        repo,
+        slots: slots_for(packs),
     })
 }
 

@@ -80,3 +80,51 @@ fn a_hundred_fetches_keep_working_and_the_packs_stay_few() {
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(report.repositories_repacked, 0);
 }
+
+/// Without a `git` program to repack with, packs pile up (one per fetch) and the store is
+/// reopened with more slots before they run out: fetching never fails for want of slots.
+#[test]
+fn without_git_to_repack_fetching_goes_on_past_the_store_slots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = Repo::init(&tmp.path().join("origin"));
+    let url = RepoUrl::parse(origin.path.to_str().unwrap()).unwrap();
+    let cache_dir = tmp.path().join("cache");
+    let cache = RepoCache::new(&cache_dir)
+        .unwrap()
+        .with_git_program(tmp.path().join("no-such-git"));
+
+    // 256 slots at first (the minimum): go well past them.
+    let mut commits = Vec::new();
+    for i in 0..300 {
+        commits.push(origin.commit(
+            &[(&format!("cm-{i}.yaml"), &format!("# {i}\n"))],
+            &format!("commit {i}"),
+        ));
+        let resolved = cache
+            .resolve(&url, &Credentials::None, "main")
+            .unwrap_or_else(|e| panic!("fetch {i}: {e}"));
+        assert_eq!(&resolved.commit, commits.last().unwrap());
+    }
+    assert_eq!(cache.stats().repacks, 0);
+    assert!(
+        packs(&cache_dir) >= 300,
+        "nothing repacked: {}",
+        packs(&cache_dir)
+    );
+    for (i, commit) in commits.iter().enumerate().step_by(99) {
+        let tree = cache.materialize(&url, commit).unwrap();
+        let text = std::fs::read_to_string(tree.root.join(format!("cm-{i}.yaml"))).unwrap();
+        assert_eq!(text, format!("# {i}\n"));
+    }
+    // A prune says why it could not consolidate them.
+    let report = cache.prune(Duration::from_secs(3600)).unwrap();
+    assert_eq!(report.repositories_repacked, 0);
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|e| e.to_string().contains("no-such-git")),
+        "{:?}",
+        report.failures
+    );
+}
