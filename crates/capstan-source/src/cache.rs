@@ -1126,11 +1126,6 @@ impl RepoCache {
     }
 }
 
-/// Remove a leftover entry of `trees/` if nobody can still be working on it: `.del-*` (a
-/// deletion that failed or was interrupted), `.tmp-*` (a write that crashed) and a
-/// `.skipped-symlinks` record without its tree (a write that failed at the last step). The
-/// last two are only removed once older than `max_unused` and [`LEFTOVER_AGE`]: a
-/// materialization (of any process) may be writing them right now.
 /// Repacks the bare repository at `git_dir` into one pack when it has [`PACK_LIMIT`] packs or
 /// more, with the `git` program (`git repack -a -d`; the user's and system's configuration are
 /// not read). The caller holds the repository's refresh lock, so no fetch writes a pack
@@ -1172,6 +1167,11 @@ fn repack_if_needed(git: &Path, git_dir: &Path, url_display: &str) -> Result<boo
     }
 }
 
+/// Remove a leftover entry of `trees/` if nobody can still be working on it: `.del-*` (a
+/// deletion that failed or was interrupted), `.tmp-*` (a write that crashed) and a
+/// `.skipped-symlinks` record without its tree (a write that failed at the last step). The
+/// last two are only removed once older than `max_unused` and [`LEFTOVER_AGE`]: a
+/// materialization (of any process) may be writing them right now.
 fn prune_leftover(name: &str, path: &Path, max_unused: Duration, report: &mut PruneReport) {
     let remove = if name.starts_with(".del-") {
         // Only a prune makes these and removes them before it returns (removing one twice
