@@ -847,42 +847,42 @@ async fn reconcile(
         };
         outcome.written = patch_status(&apps, app.name(), &old, body).await?;
     }
+    // What the reconcile took from the Application itself goes in one write: the finished
+    // operation (cleared as Argo CD does; a controller stopped right before this finds the
+    // result recorded for the same operation and only clears it) and the refresh request.
+    let mut taken = serde_json::Map::new();
     if clear_operation {
-        // A controller stopped right before this finds the result recorded for the same
-        // operation and only clears it.
-        let cleared = apps
-            .patch(
-                app.name(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "operation": null })),
-            )
-            .await;
-        match cleared {
-            Ok(a) => outcome.written = a.metadata.resource_version,
-            Err(e) => tracing::warn!(app = app.name(), error = %e, "cannot clear the operation"),
-        }
+        taken.insert("operation".into(), Value::Null);
     }
     if refresh.is_some() {
-        let removed = apps
+        taken.insert(
+            "metadata".into(),
+            json!({"annotations": {ann::REFRESH: null}}),
+        );
+    }
+    if !taken.is_empty() {
+        let patched = apps
             .patch(
                 app.name(),
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {ann::REFRESH: null}}})),
+                &Patch::Merge(Value::Object(taken)),
             )
             .await;
-        match removed {
+        match patched {
             Ok(a) => outcome.written = a.metadata.resource_version,
-            Err(e) => {
-                tracing::warn!(app = app.name(), error = %e, "cannot remove the refresh annotation")
-            }
+            Err(e) => tracing::warn!(
+                app = app.name(),
+                error = %e,
+                "cannot clear the operation or the refresh request"
+            ),
         }
-        if outcome.fingerprint.is_none() {
-            let mut after = app.clone();
-            if let Some(a) = after.metadata.annotations.as_mut() {
-                a.remove(ann::REFRESH);
-            }
-            outcome.fingerprint = Some(fingerprint(&after));
+    }
+    if refresh.is_some() && outcome.fingerprint.is_none() {
+        let mut after = app.clone();
+        if let Some(a) = after.metadata.annotations.as_mut() {
+            a.remove(ann::REFRESH);
         }
+        outcome.fingerprint = Some(fingerprint(&after));
     }
     Ok(outcome)
 }
