@@ -1454,6 +1454,7 @@ pub fn delete(state: &State, op: &Op, options: Option<&Value>) -> Result<Reply, 
     Ok(reply)
 }
 
+/// [`delete`], answered in the stored form (the served form is the caller's to make).
 fn delete_stored(state: &State, op: &Op, options: Option<&Value>) -> Result<Reply, ApiError> {
     let info = &op.info;
     if op.subresource.is_some() {
@@ -1801,7 +1802,8 @@ pub fn delete_collection(
             name: meta_str(&v, "name").map(String::from),
             ..clone_op(op)
         };
-        match delete(state, &one, options) {
+        // Stored form: `list_body` converts each item to the served version once.
+        match delete_stored(state, &one, options) {
             Ok(r) => deleted.push(Stored::new(0, r.body)),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
@@ -1841,8 +1843,8 @@ fn clone_op(op: &Op) -> Op {
 mod tests {
     use super::*;
 
-    /// Only fields outside metadata, status, apiVersion and kind count as a spec change, and a
-    /// field added or removed counts as much as one changed.
+    /// A create asks only whether the namespace has a deletionTimestamp key (null counts), not
+    /// whether some other field of that name exists.
     #[test]
     fn namespace_terminating_sees_the_deletion_timestamp_only() {
         let ns = |meta: Value| json!({"kind": "Namespace", "metadata": meta}).to_string();
@@ -1856,6 +1858,8 @@ mod tests {
         assert!(namespace_terminating(b"{").is_err());
     }
 
+    /// Only fields outside metadata, status, apiVersion and kind count as a spec change, and a
+    /// field added or removed counts as much as one changed.
     #[test]
     fn spec_changed_ignores_metadata_and_status_only() {
         let base = json!({
