@@ -705,7 +705,7 @@ impl RepoCache {
                 prune_leftover(&name, &path, max_unused, &mut report);
                 continue;
             }
-            if !is_object_id(&name) {
+            if !materialize::is_object_id(&name) {
                 // Not ours to delete.
                 continue;
             }
@@ -1213,11 +1213,6 @@ fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>, SourceError> {
         }
     }
     Ok(out)
-}
-
-/// Whether `name` is a hex object id (SHA-1 or SHA-256), i.e. a tree directory's name.
-fn is_object_id(name: &str) -> bool {
-    matches!(name.len(), 40 | 64) && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Record a use of the tree at `root` in its mtime, for prunes after a restart or by another

@@ -47,10 +47,15 @@ pub(crate) struct Written {
     pub blobs_written: u64,
 }
 
+/// Whether `name` is a hex object id (SHA-1 or SHA-256): a tree directory's name, or a blob's
+/// without its suffix.
+pub(crate) fn is_object_id(name: &str) -> bool {
+    matches!(name.len(), 40 | 64) && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Whether `name` is the name of a blob in the store (see [`blob_name`]).
 pub(crate) fn is_blob_name(name: &str) -> bool {
-    let id = name.strip_suffix(EXECUTABLE_SUFFIX).unwrap_or(name);
-    matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit())
+    is_object_id(name.strip_suffix(EXECUTABLE_SUFFIX).unwrap_or(name))
 }
 
 /// The name of a blob in the store: its id, plus a suffix when executable.
