@@ -128,14 +128,10 @@ pub fn apply(state: &State, headers: &HeaderMap, caller: UserInfo) -> Result<Use
             namespace,
             name,
         };
-        state.authorizer.authorize(&attrs).map_err(|why| {
-            let gr = if group.is_empty() {
-                resource.to_string()
-            } else {
-                format!("{resource}.{group}")
-            };
-            rbac::forbidden(&attrs, &gr, &why)
-        })
+        state
+            .authorizer
+            .authorize(&attrs)
+            .map_err(|why| rbac::forbidden(&attrs, &why))
     };
     let mut groups = req.groups.clone();
     match service_account(&user) {

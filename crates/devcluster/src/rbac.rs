@@ -568,14 +568,19 @@ impl Authorizer for RbacAuthorizer {
 }
 
 /// The 403 a refused request gets, worded as Kubernetes words it.
-pub fn forbidden(attrs: &Attributes<'_>, group_resource: &str, reason: &str) -> ApiError {
+pub fn forbidden(attrs: &Attributes<'_>, reason: &str) -> ApiError {
+    let group_resource = if attrs.group.is_empty() {
+        attrs.resource.to_string()
+    } else {
+        format!("{}.{}", attrs.resource, attrs.group)
+    };
     let resource = if attrs.subresource.is_empty() {
         attrs.resource.to_string()
     } else {
         format!("{}/{}", attrs.resource, attrs.subresource)
     };
     let what = if attrs.name.is_empty() {
-        group_resource.to_string()
+        group_resource
     } else {
         format!("{group_resource} \"{}\"", attrs.name)
     };
@@ -768,7 +773,7 @@ mod tests {
     #[test]
     fn forbidden_message_is_worded_like_kubernetes() {
         let u = service_account_info("ns", "sa");
-        let e = forbidden(&attrs(&u, "list", "", "pods", "", "ns", ""), "pods", "");
+        let e = forbidden(&attrs(&u, "list", "", "pods", "", "ns", ""), "");
         assert_eq!(e.code, 403);
         assert_eq!(
             e.message,
@@ -776,7 +781,6 @@ mod tests {
         );
         let e = forbidden(
             &attrs(&u, "patch", "apps", "deployments", "scale", "", "web"),
-            "deployments.apps",
             "",
         );
         assert_eq!(

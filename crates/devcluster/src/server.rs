@@ -403,7 +403,7 @@ async fn route(
         name: name.unwrap_or(""),
     };
     if let Err(why) = state.authorizer.authorize(&attrs) {
-        return Err(crate::rbac::forbidden(&attrs, &info.group_resource(), &why));
+        return Err(crate::rbac::forbidden(&attrs, &why));
     }
     let explicit_manager = query.get("fieldManager").filter(|m| !m.is_empty()).cloned();
     let op = Op {

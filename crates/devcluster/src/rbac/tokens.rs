@@ -180,7 +180,7 @@ pub fn token_request(
         name,
     };
     if let Err(why) = state.authorizer.authorize(&attrs) {
-        return Err(super::forbidden(&attrs, "serviceaccounts", &why));
+        return Err(super::forbidden(&attrs, &why));
     }
     let req = super::proto::decode(content_type, body, super::proto::token_request)?;
     if !req.is_object() {
