@@ -10,7 +10,8 @@ pub const IDENTITY_NAME: &str = "t";
 pub const IDENTITY_EMAIL: &str = "t@example.invalid";
 
 /// Runs `git args…` in `dir` with the fixed test identity and returns its standard output,
-/// trimmed.
+/// trimmed. The machine's system and global Git configuration are not read (a developer's
+/// `commit.gpgsign` or hooks path must not change what a test commits).
 ///
 /// # Panics
 /// When git cannot be run or exits unsuccessfully; the message carries the arguments and
@@ -23,6 +24,8 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_AUTHOR_EMAIL", IDENTITY_EMAIL)
         .env("GIT_COMMITTER_NAME", IDENTITY_NAME)
         .env("GIT_COMMITTER_EMAIL", IDENTITY_EMAIL)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .output()
         .unwrap_or_else(|e| panic!("git {args:?} in {}: {e}", dir.display()));
     assert!(
@@ -125,6 +128,17 @@ mod tests {
             "b.yaml"
         );
         assert_eq!(repo.git(&["rev-parse", "HEAD~1"]), first);
+    }
+
+    #[test]
+    fn only_the_repository_s_own_configuration_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = GitRepo::init(tmp.path().join("repo"));
+        let config = repo.git(&["config", "--list", "--show-origin"]);
+        assert!(!config.is_empty());
+        for line in config.lines() {
+            assert!(line.starts_with("file:.git/config\t"), "{line}");
+        }
     }
 
     #[test]
