@@ -238,7 +238,7 @@ pub struct Push {
     /// The ref as sent (`refs/heads/main`).
     pub full_ref: String,
     /// The files the push's commits added, modified or removed (paths from the repository
-    /// root), or `None` when the payload lists none (a tag push, a payload without commits).
+    /// root, normalized: no leading `/`, no `.` or `..` segments), or `None` when the payload lists none (a tag push, a payload without commits).
     pub changed_files: Option<Vec<String>>,
 }
 
@@ -324,15 +324,15 @@ pub fn parse(provider: Provider, event: &str, body: &[u8]) -> Result<Delivery, W
 }
 
 /// The files listed by the payload's `commits[].added/modified/removed` (the same fields for
-/// GitHub, GitLab and Gitea), deduplicated; `None` when no commit lists any file, since then
+/// GitHub, GitLab and Gitea), in [`normalize_path`]'s form and deduplicated; `None` when no commit lists any file, since then
 /// the payload says nothing about what changed.
 fn changed_files(payload: &Value) -> Option<Vec<String>> {
     let mut files = std::collections::BTreeSet::new();
     for commit in payload["commits"].as_array().into_iter().flatten() {
         for field in ["added", "modified", "removed"] {
             for file in commit[field].as_array().into_iter().flatten() {
-                if let Some(f) = file.as_str().filter(|f| !f.is_empty()) {
-                    files.insert(f.trim_start_matches('/').to_string());
+                if let Some(f) = file.as_str().map(normalize_path).filter(|f| !f.is_empty()) {
+                    files.insert(f);
                 }
             }
         }
@@ -340,8 +340,9 @@ fn changed_files(payload: &Value) -> Option<Vec<String>> {
     (!files.is_empty()).then(|| files.into_iter().collect())
 }
 
-/// Whether a push that changed `changed` concerns an application at `app_path` whose
-/// manifest-generate-paths annotation is `annotation` (see
+/// Whether a push that changed `changed` (repository-relative paths without `.`, `..` or
+/// empty segments, as [`Push::changed_files`] holds them) concerns an application at
+/// `app_path` whose manifest-generate-paths annotation is `annotation` (see
 /// [`ann::MANIFEST_GENERATE_PATHS`]): a changed file equal to or under one of the listed paths.
 /// Without the annotation, or without a list of changed files, every push concerns it.
 pub fn paths_match(annotation: Option<&str>, app_path: &str, changed: Option<&[String]>) -> bool {
@@ -360,10 +361,12 @@ pub fn paths_match(annotation: Option<&str>, app_path: &str, changed: Option<&[S
             None => format!("{app_path}/{item}"),
         };
         let dir = normalize_path(&joined);
-        if changed.iter().any(|f| {
-            let f = normalize_path(f);
-            dir.is_empty() || f == dir || f.starts_with(&format!("{dir}/"))
-        }) {
+        if dir.is_empty()
+            || changed.iter().any(|f| {
+                f.strip_prefix(dir.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+        {
             return true;
         }
     }
@@ -619,17 +622,14 @@ async fn deliver(
         .collect();
     // The cache holds every served application; its summaries carry repoURL and revision.
     let page = state.cache.list(&Filter::default(), usize::MAX, None);
+    let changed = push.changed_files.as_deref();
     let matching: Vec<_> = page
         .items
         .iter()
         .filter(|a| pushed.contains(&normalize_repo_url(&a.repo_url)))
         .filter(|a| revision_matches(&a.target_revision, &push))
-        .collect();
-    // A push limited to some paths refreshes only the applications whose
-    // manifest-generate-paths those paths touch.
-    let changed = push.changed_files.as_deref();
-    let matching: Vec<_> = matching
-        .into_iter()
+        // A push limited to some paths refreshes only the applications whose
+        // manifest-generate-paths those paths touch.
         .filter_map(|a| {
             let app = state.cache.get(&a.namespace, &a.name);
             let annotations = app.as_ref().and_then(|x| x.metadata.annotations.as_ref());
@@ -800,6 +800,8 @@ mod tests {
         let payload = json!({"commits": [
             {"added": ["a/new.yaml"], "modified": ["b/x.yaml"], "removed": []},
             {"added": [], "modified": ["b/x.yaml"], "removed": ["c/old.yaml"]},
+            // Spelled otherwise, the same file: stored once, in the form paths_match compares.
+            {"added": [], "modified": ["/b/./x.yaml", "c/../b/x.yaml"], "removed": ["."]},
         ]});
         assert_eq!(
             changed_files(&payload),
