@@ -65,33 +65,12 @@ fn parse(headers: &HeaderMap) -> Result<Request, ApiError> {
         } else if name == UID {
             req.uid = Some(value(name, v)?);
         } else if let Some(key) = name.strip_prefix(EXTRA_PREFIX) {
-            let key = percent_decode(key).to_ascii_lowercase();
+            // Extra keys may carry characters a header name cannot.
+            let key = crate::server::percent_decode(key, false).to_ascii_lowercase();
             req.extras.push((key, value(name, v)?));
         }
     }
     Ok(req)
-}
-
-/// Decodes `%XX` escapes (extra keys may carry characters a header name cannot).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(byte) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The identity a request runs as: `caller` itself without impersonation headers, or the

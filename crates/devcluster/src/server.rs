@@ -120,12 +120,18 @@ pub async fn serve(
 
 /// Decodes a percent-encoded query component (`+` is a space).
 fn decode_component(s: &str) -> String {
+    percent_decode(s, true)
+}
+
+/// Decodes `%XX` escapes (an invalid escape stays as written); `+` becomes a space when
+/// `plus_is_space` (query components) and stays a `+` otherwise.
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
                 let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
