@@ -38,18 +38,7 @@ fn default_cache_dir() -> PathBuf {
     if local.is_dir() {
         return local.join("cache");
     }
-    let user_cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        });
-    match user_cache {
-        Some(dir) => dir.join("capstan"),
-        None => std::env::temp_dir().join("capstan-cache"),
-    }
+    super::render::user_cache_dir().unwrap_or_else(|| std::env::temp_dir().join("capstan-cache"))
 }
 
 /// Prints, per object that differs, a header and the unified diff from live (`-`) to desired

@@ -65,13 +65,17 @@ pub struct Args {
 }
 
 fn default_cache_dir() -> anyhow::Result<PathBuf> {
+    user_cache_dir().context("neither XDG_CACHE_HOME nor HOME is set; pass --cache-dir")
+}
+
+/// The user's Capstan cache directory: `$XDG_CACHE_HOME/capstan`, else `~/.cache/capstan`;
+/// `None` when neither variable is set (also used by `capstan app diff`).
+pub(crate) fn user_cache_dir() -> Option<PathBuf> {
     if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(xdg).join("capstan"));
+        return Some(PathBuf::from(xdg).join("capstan"));
     }
-    let home = std::env::var_os("HOME")
-        .filter(|v| !v.is_empty())
-        .context("neither XDG_CACHE_HOME nor HOME is set; pass --cache-dir")?;
-    Ok(PathBuf::from(home).join(".cache/capstan"))
+    let home = std::env::var_os("HOME").filter(|v| !v.is_empty())?;
+    Some(PathBuf::from(home).join(".cache/capstan"))
 }
 
 fn parameters(
