@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use capstan_api::application::{
-    Application, ApplicationDestination, ApplicationSource, ApplicationSpec, Operation,
-    PHASE_SUCCEEDED, SyncOperation, SyncOperationResource, SyncPolicy, SyncPolicyAutomated,
+    Application, ApplicationDestination, ApplicationSource, ApplicationSpec, ApplicationStatus,
+    Operation, PHASE_SUCCEEDED, SYNC_SYNCED, SyncOperation, SyncOperationResource, SyncPolicy,
+    SyncPolicyAutomated,
 };
 use capstan_controller::ops;
 use futures::StreamExt;
@@ -462,28 +463,24 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             let synced = sync || !health;
             ops::get(&api, &name).await?;
             let mut display = Progress::default();
-            let mut failed = false;
             let outcome = follow(&api, &name, timeout, |app| {
                 display.show(app);
-                let status = app.status.clone().unwrap_or_default();
-                let busy = ops::operation_busy(app);
-                // An operation seen running that ends Failed or Error fails the wait.
-                if display.saw_running && !busy {
-                    failed |= status
-                        .operation_state
-                        .as_ref()
-                        .is_some_and(|s| s.phase != PHASE_SUCCEEDED);
+                if ops::operation_busy(app) {
+                    return None;
                 }
-                let sync_ok = !synced || status.sync.as_ref().is_some_and(|s| s.status == "Synced");
-                let health_ok = !health
-                    || status
-                        .health
-                        .as_ref()
-                        .is_some_and(|h| h.status == "Healthy");
-                if failed && !busy {
+                // An operation seen running that ends Failed or Error fails the wait.
+                let failed = app
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.operation_state.as_ref())
+                    .is_some_and(|s| s.phase != PHASE_SUCCEEDED);
+                if display.saw_running && failed {
                     return Some(1);
                 }
-                (sync_ok && health_ok && !busy).then(|| {
+                let (sync_status, health_status) = sync_and_health(app.status.as_ref());
+                let sync_ok = !synced || sync_status == SYNC_SYNCED;
+                let health_ok = !health || health_status == "Healthy";
+                (sync_ok && health_ok).then(|| {
                     println!("{}", row(app, false).join("  "));
                     0
                 })
@@ -606,17 +603,13 @@ async fn follow(
             Ok(None) => bail!("the watch of application {name} ended"),
             Err(_) => {
                 let app = ops::get(api, name).await?;
-                let status = app.status.unwrap_or_default();
+                let status = app.status.as_ref();
+                let (sync, health) = sync_and_health(status);
                 eprintln!(
-                    "error: timed out after {} waiting for application {name}: sync {}, health {}, operation {}",
+                    "error: timed out after {} waiting for application {name}: sync {sync}, health {health}, operation {}",
                     humantime(timeout),
-                    status.sync.map(|s| s.status).unwrap_or_else(|| "-".into()),
                     status
-                        .health
-                        .map(|h| h.status)
-                        .unwrap_or_else(|| "-".into()),
-                    status
-                        .operation_state
+                        .and_then(|s| s.operation_state.as_ref())
                         .map(|s| format!("{} ({})", s.phase, s.message))
                         .unwrap_or_else(|| "-".into())
                 );
@@ -635,6 +628,17 @@ async fn follow(
             Err(e) => tracing::debug!(error = %e, "watching application {name}"),
         }
     }
+}
+
+/// The application's sync and health status as the progress and timeout lines show them (`-`
+/// when the controller has not written one yet).
+fn sync_and_health(status: Option<&ApplicationStatus>) -> (&str, &str) {
+    let sync = status.and_then(|s| s.sync.as_ref());
+    let health = status.and_then(|s| s.health.as_ref());
+    (
+        sync.map_or("-", |s| s.status.as_str()),
+        health.map_or("-", |h| h.status.as_str()),
+    )
 }
 
 fn humantime(d: Duration) -> String {
@@ -674,8 +678,8 @@ fn object_name(kind: &str, namespace: &str, name: &str) -> String {
 impl Progress {
     /// Prints what changed in `app` since the last call.
     fn show(&mut self, app: &Application) {
-        let status = app.status.clone().unwrap_or_default();
-        if let Some(state) = &status.operation_state {
+        let status = app.status.as_ref();
+        if let Some(state) = status.and_then(|s| s.operation_state.as_ref()) {
             if state.phase == capstan_api::application::PHASE_RUNNING {
                 self.saw_running = true;
             }
@@ -719,7 +723,7 @@ impl Progress {
                 self.operation = line;
             }
         }
-        for r in &status.resources {
+        for r in status.map(|s| s.resources.as_slice()).unwrap_or_default() {
             let Some(h) = &r.health else { continue };
             let key = format!(
                 "{}/{}",
@@ -742,15 +746,8 @@ impl Progress {
             }
         }
         self.primed = true;
-        let line = format!(
-            "application {}: sync {}, health {}",
-            app.name(),
-            status.sync.map(|s| s.status).unwrap_or_else(|| "-".into()),
-            status
-                .health
-                .map(|h| h.status)
-                .unwrap_or_else(|| "-".into())
-        );
+        let (sync, health) = sync_and_health(status);
+        let line = format!("application {}: sync {sync}, health {health}", app.name());
         if line != self.app {
             println!("{line}");
             self.app = line;
@@ -769,10 +766,9 @@ async fn wait_operation(
 ) -> anyhow::Result<u8> {
     let mut display = Progress::default();
     follow(api, name, timeout, |app| {
-        // The controller clears `operation` once it wrote the result: until then the state
-        // shown may be the previous operation's.
+        // The controller clears `operation` once it wrote the result: while it is still set, a
+        // finished state is the previous operation's.
         let state = app.status.as_ref().and_then(|s| s.operation_state.as_ref());
-        // While `operation` is still set, a finished state is the previous operation's.
         let ours = state.is_some_and(|s| {
             expected.as_ref().is_none_or(|e| &s.operation == e)
                 && (app.operation.is_none() || ops::operation_busy_state(s))
