@@ -12,7 +12,7 @@ use crate::State;
 use crate::apply::{self, ApplyError, PatchKind};
 use crate::registry::{ResourceInfo, resources_from_crd};
 use crate::status::{ApiError, Cause, cause};
-use crate::store::{Expect, StoreError, Stored};
+use crate::store::{Expect, StoreError, Stored, into_view};
 use crate::validation::{FieldSelector, LabelSelector, check_name};
 
 /// Maximum number of times a read-modify-write is retried when the object changed under it.
@@ -811,7 +811,7 @@ fn create_object(
         if state.store.get(&skey, op.ns(), &name).is_some() {
             return Err(ApiError::already_exists(info, &name));
         }
-        return Ok((Bytes::from(obj.to_string()), view_of(obj)));
+        return Ok((Bytes::from(obj.to_string()), into_view(obj)));
     }
     let written = state
         .store
@@ -819,14 +819,6 @@ fn create_object(
         .map_err(|e| store_err(info, &name, e))?;
     after_write(state, info, &written.object, false);
     Ok((written.bytes, written.object))
-}
-
-/// An object as [`Reply::object`] gives it: without managedFields, like the store's views.
-fn view_of(mut obj: Value) -> Arc<Value> {
-    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.shift_remove("managedFields");
-    }
-    Arc::new(obj)
 }
 
 /// Side effects of a committed write on the served API (CRDs).
@@ -1125,14 +1117,14 @@ fn write_loop(
             .and_then(Value::as_array)
             .is_none_or(|a| a.is_empty());
         if op.dry_run() {
-            return Ok((Bytes::from(new.to_string()), view_of(new)));
+            return Ok((Bytes::from(new.to_string()), into_view(new)));
         }
         let deleted = terminating && no_finalizers;
         let result = if deleted {
             state
                 .store
                 .write(&skey, op.ns(), &name, Expect::Rv(cur.rv), None)
-                .map(|w| (w.bytes, view_of(new)))
+                .map(|w| (w.bytes, into_view(new)))
         } else {
             state
                 .store

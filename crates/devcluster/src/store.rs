@@ -105,17 +105,16 @@ fn parse(bytes: &[u8]) -> Result<Value, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Removes `metadata.managedFields`: what makes an object a view.
-fn strip_managed_fields(v: &mut Value) {
+/// The view of an object (see [`Stored::view`]): the object without `metadata.managedFields`.
+pub(crate) fn into_view(mut v: Value) -> Arc<Value> {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.shift_remove("managedFields");
     }
+    Arc::new(v)
 }
 
 fn parse_view(bytes: &[u8]) -> Result<Arc<Value>, StoreError> {
-    let mut v = parse(bytes)?;
-    strip_managed_fields(&mut v);
-    Ok(Arc::new(v))
+    parse(bytes).map(into_view)
 }
 
 impl Stored {
@@ -415,7 +414,6 @@ impl Store {
                 // The serializer grows its buffer by doubling; stored objects live long, so
                 // the slack would be memory overhead per object.
                 v.shrink_to_fit();
-                strip_managed_fields(&mut obj);
                 (kind, Bytes::from(v), obj)
             }
             None => {
@@ -427,11 +425,10 @@ impl Store {
                 let mut last = cur.value()?;
                 set_rv(&mut last, new_rv);
                 let bytes = Bytes::from(serde_json::to_vec(&last).map_err(persist_err)?);
-                strip_managed_fields(&mut last);
                 (EventType::Deleted, bytes, last)
             }
         };
-        let object = Arc::new(object);
+        let object = into_view(object);
         if self.durable && inner.db.is_none() {
             return Err(StoreError::Persist("the store is closed".into()));
         }
