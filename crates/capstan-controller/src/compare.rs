@@ -29,6 +29,9 @@ pub struct Desired {
     pub objects: Vec<Value>,
     /// The tool used.
     pub tool: String,
+    /// Desired kinds the cluster does not serve yet, each defined by a CustomResourceDefinition
+    /// among `objects`: filled in by [`prepare_kinds`].
+    pub pending_kinds: Vec<PendingKind>,
 }
 
 /// The outcome of a comparison.
@@ -52,10 +55,6 @@ pub struct Comparison {
     pub cluster_scoped: Vec<(String, String)>,
     /// Diff status per desired object, for the plan.
     pub diff_status: HashMap<capstan_engine::plan::ObjectRef, DiffStatus>,
-    /// Desired kinds the cluster does not serve yet, each defined by a CustomResourceDefinition
-    /// of the same desired state (their objects compare as Missing; the sync applies the CRD
-    /// first and waits for it).
-    pub pending_kinds: Vec<PendingKind>,
 }
 
 /// A kind of the desired state that discovery does not know yet, defined by a
@@ -204,6 +203,7 @@ pub async fn render(
             source: source_owned,
             objects: rendered.objects,
             tool: rendered.tool.to_string(),
+            pending_kinds: Vec::new(),
         })
     })
     .await;
@@ -271,6 +271,7 @@ pub async fn prepare_kinds(
     let mut kinds: HashMap<GroupVersionKind, Arc<Watched>> = HashMap::new();
     // Whether each desired kind (watched, or pending its CRD) is namespaced.
     let mut scope: HashMap<GroupVersionKind, bool> = HashMap::new();
+    let mut pending_kinds = Vec::new();
     for obj in &desired.objects {
         let gvk = gvk_of(obj)?;
         if scope.contains_key(&gvk) {
@@ -285,6 +286,7 @@ pub async fn prepare_kinds(
                 match defining_crd(&desired.objects, &gvk) {
                     Some(pending) => {
                         scope.insert(gvk, pending.namespaced);
+                        pending_kinds.push(pending);
                     }
                     None => {
                         return Err(format!(
@@ -297,6 +299,7 @@ pub async fn prepare_kinds(
             Err(e) => return Err(format!("{}: {e}", describe(obj))),
         }
     }
+    desired.pending_kinds = pending_kinds;
     for obj in &mut desired.objects {
         let gvk = gvk_of(obj)?;
         // Every desired kind was given a scope above (or the function returned).
@@ -398,30 +401,10 @@ pub fn compare(
             cluster_scoped.insert((w.resource.group.clone(), w.resource.kind.clone()));
         }
     }
-    // Desired kinds without a watch: [`prepare_kinds`] let through only those a desired CRD
-    // defines. Hooks included, so that the sync knows to wait for their CRD too.
-    let mut pending_kinds: Vec<PendingKind> = Vec::new();
-    for obj in &desired.objects {
-        let gvk = gvk_of(obj)?;
-        if by_gvk.contains_key(&(gvk.group.clone(), gvk.version.clone(), gvk.kind.clone()))
-            || pending_kinds
-                .iter()
-                .any(|p| p.group == gvk.group && p.version == gvk.version && p.kind == gvk.kind)
-        {
-            continue;
-        }
-        let pending = defining_crd(&desired.objects, &gvk).ok_or_else(|| {
-            format!(
-                "{}: {} {} is not watched and no CustomResourceDefinition of the application defines it",
-                describe(obj),
-                gvk.api_version(),
-                gvk.kind
-            )
-        })?;
-        if !pending.namespaced {
-            cluster_scoped.insert((pending.group.clone(), pending.kind.clone()));
-        }
-        pending_kinds.push(pending);
+    // Desired kinds without a watch yet ([`prepare_kinds`] let through only those a desired
+    // CRD defines, hooks included, so that the sync knows to wait for their CRD too).
+    for pending in desired.pending_kinds.iter().filter(|p| !p.namespaced) {
+        cluster_scoped.insert((pending.group.clone(), pending.kind.clone()));
     }
 
     let mut resources = Vec::new();
@@ -566,7 +549,6 @@ pub fn compare(
         images: images.into_iter().collect(),
         cluster_scoped: cluster_scoped.into_iter().collect(),
         diff_status,
-        pending_kinds,
     })
 }
 

@@ -181,7 +181,7 @@ pub async fn execute(
             Err(message) => return fail(message),
         }
     };
-    if let Err(message) = dry_run(shared, &the_plan, &cmp.pending_kinds).await {
+    if let Err(message) = dry_run(shared, &the_plan, &cmp.desired.pending_kinds).await {
         return fail(message);
     }
     // Pending kinds seen served (their CRD Established, discovery knowing them) in this sync.
@@ -260,7 +260,7 @@ pub async fn execute(
             if req.stop.is_set() {
                 return terminated(resources);
             }
-            if let Some(pending) = pending_kind_of(&cmp.pending_kinds, step)
+            if let Some(pending) = pending_kind_of(&cmp.desired.pending_kinds, step)
                 && !served.contains(pending)
             {
                 match until_served(shared, pending, &req.stop, CRD_ESTABLISH_TIMEOUT).await {
