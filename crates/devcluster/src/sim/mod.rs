@@ -562,13 +562,15 @@ impl Sim {
                 }
             }
         } else {
+            // Most pod changes are status changes: the labels are copied only when they moved.
+            let none = Map::new();
+            let new = labels.unwrap_or(&none);
             let pods = self.pod_labels.entry(ns.to_string()).or_default();
-            let new = labels.cloned().unwrap_or_default();
             match pods.get_mut(name) {
-                Some(old) if *old == new => {}
-                Some(old) => *old = new,
+                Some(old) if old == new => {}
+                Some(old) => *old = new.clone(),
                 None => {
-                    pods.insert(name.to_string(), new);
+                    pods.insert(name.to_string(), new.clone());
                 }
             }
         }
