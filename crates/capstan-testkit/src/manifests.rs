@@ -18,17 +18,23 @@ pub fn parse_stream(text: &str) -> Vec<Value> {
 }
 
 /// Sorts objects in the order Capstan documents for rendered manifests: by API group, kind,
-/// namespace and name; the sort is stable, so equal keys keep their order.
+/// namespace and name (`generateName` for an object without a name, as a Helm hook may be);
+/// the sort is stable, so equal keys keep their order.
 pub fn sorted(mut objects: Vec<Value>) -> Vec<Value> {
     fn key(o: &Value) -> (String, String, String, String) {
         let text = |v: &Value| v.as_str().unwrap_or("").to_string();
         let api = o["apiVersion"].as_str().unwrap_or("");
         let group = api.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        let meta = &o["metadata"];
+        let name = match text(&meta["name"]) {
+            n if n.is_empty() => text(&meta["generateName"]),
+            n => n,
+        };
         (
             group.to_string(),
             text(&o["kind"]),
-            text(&o["metadata"]["namespace"]),
-            text(&o["metadata"]["name"]),
+            text(&meta["namespace"]),
+            name,
         )
     }
     objects.sort_by_key(key);
@@ -46,18 +52,27 @@ mod tests {
             "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: b}\n\
              ---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: z, namespace: a}\n\
              ---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: y, namespace: a}\n\
-             ---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: a}\n",
+             ---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: a}\n\
+             ---\napiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: zz-, namespace: a}\n",
         );
-        assert_eq!(objects.len(), 4);
+        assert_eq!(objects.len(), 5);
         let order: Vec<Value> = sorted(objects)
             .iter()
-            .map(|o| json!([o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]]))
+            .map(|o| {
+                let m = &o["metadata"];
+                json!([
+                    o["kind"],
+                    m["namespace"],
+                    m.get("name").unwrap_or(&m["generateName"])
+                ])
+            })
             .collect();
         assert_eq!(
             order,
             vec![
                 json!(["ConfigMap", "a", "y"]),
                 json!(["ConfigMap", "a", "z"]),
+                json!(["ConfigMap", "a", "zz-"]),
                 json!(["Deployment", "a", "web"]),
                 json!(["Deployment", "b", "web"]),
             ]
