@@ -375,27 +375,17 @@ impl Session {
     /// text after a generous timeout (this is a correctness wait, not a timing assertion).
     pub async fn wait_for(&self, what: &str, predicate: &str) -> Value {
         let script = format!("return ({predicate});");
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
+        self.wait_until(&format!("{what} ({predicate})"), async |s| {
             // A script error (an element not rendered yet) counts as "not yet".
-            let v = self
+            let v = s
                 .post("/execute/sync", json!({"script": script, "args": []}))
                 .await
                 .unwrap_or(Value::Null);
             let truthy =
                 !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
-            if truthy {
-                return v;
-            }
-            if Instant::now() > deadline {
-                let page = self.exec("return document.body.innerText;", vec![]).await;
-                panic!(
-                    "gave up waiting for {what} ({predicate}); page:\n{}",
-                    page.as_str().unwrap_or("")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
+            truthy.then_some(v)
+        })
+        .await
     }
 
     /// Saves a PNG screenshot of the window.
