@@ -877,9 +877,8 @@ impl RepoCache {
             }
             err
         };
-        let blobs_dir = self.dir.join("blobs");
-        let store = materialize::BlobStore { dir: &blobs_dir };
-        let written = materialize::write_tree(repo, tree_id, &tmp, &store).map_err(|e| {
+        let blobs = self.dir.join("blobs");
+        let written = materialize::write_tree(repo, tree_id, &tmp, &blobs).map_err(|e| {
             cleanup(match e {
                 materialize::WriteError::Tree(message) => SourceError::Repository {
                     url: url.to_owned(),

@@ -32,12 +32,6 @@ pub(crate) enum WriteError {
     Io(std::path::PathBuf, std::io::Error),
 }
 
-/// The per-cache store of file contents that materialized trees hard-link to.
-pub(crate) struct BlobStore<'a> {
-    /// `<cache>/blobs`, on the same file system as the trees (a hard link cannot cross one).
-    pub dir: &'a Path,
-}
-
 /// What writing a tree did.
 pub(crate) struct Written {
     /// Symlinks left out because they lead outside the tree, sorted.
@@ -71,21 +65,23 @@ fn blob_name(id: &ObjectId, executable: bool) -> String {
 /// (0555 when executable), directories 0555, symlinks as symlinks. Submodule entries become empty
 /// directories, as in a checkout without `--recurse-submodules`.
 ///
-/// Every file is a hard link to its blob in `blobs`, written there (from the object store) only
-/// when absent: a tree that differs from an earlier one in a few files costs one `link()` per
-/// unchanged file and no decompression. Sharing an inode between trees is safe because every
-/// link is read-only. A blob linked the maximum number of times (or a store on another file
-/// system) makes that file a private copy instead.
+/// Every file is a hard link to its blob in the blob store `blobs` (`<cache>/blobs`, on the
+/// file system of the trees: a hard link cannot cross one), written there (from the object
+/// store) only when absent: a tree that differs from an earlier one in a few files costs one
+/// `link()` per unchanged file and no decompression. Sharing an inode between trees is safe
+/// because every link is read-only. A blob linked the maximum number of times (or a store on
+/// another file system) makes that file a private copy instead.
 ///
 /// A symlink whose target is absolute, or which (following other symlinks of the tree) would
-/// lead outside the tree, is not created: its path is returned instead, sorted. So every symlink
+/// lead outside the tree, is not created: its path is listed in
+/// [`Written::skipped_symlinks`] instead. So every symlink
 /// on disk resolves inside the tree, and a renderer that confines itself to the tree's root by
 /// canonicalizing paths cannot be led out of it.
 pub(crate) fn write_tree(
     repo: &gix::Repository,
     tree_id: ObjectId,
     dest: &Path,
-    blobs: &BlobStore<'_>,
+    blobs: &Path,
 ) -> Result<Written, WriteError> {
     let mut items: Vec<(String, Item)> = Vec::new();
     collect(repo, tree_id, "", &mut items, 0)?;
@@ -154,10 +150,10 @@ fn place_file(
     executable: bool,
     path: &str,
     full: &Path,
-    blobs: &BlobStore<'_>,
+    blobs: &Path,
 ) -> Result<bool, WriteError> {
     let io = |p: &Path, e: std::io::Error| WriteError::Io(p.to_owned(), e);
-    let blob = blobs.dir.join(blob_name(&id, executable));
+    let blob = blobs.join(blob_name(&id, executable));
     match std::fs::hard_link(&blob, full) {
         Ok(()) => return Ok(false),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
