@@ -380,21 +380,22 @@ impl RepoCache {
     ) -> Result<Resolved, SourceError> {
         let entered = Instant::now();
         let slot = self.slot(url)?;
-        let repo = slot.repo().to_thread_local();
         let rev = revision.trim();
 
         if rev.len() == 40
             && rev.bytes().all(|b| b.is_ascii_hexdigit())
             && let Ok(id) = ObjectId::from_hex(rev.to_ascii_lowercase().as_bytes())
-            && repo.has_object(id)
         {
-            let commit = peel_to_commit(&repo, id, &slot.url_display, rev)?;
-            return Ok(Resolved {
-                commit: commit.to_string(),
-                revision: commit.to_string(),
-                kind: RevisionKind::Commit,
-                fetched: false,
-            });
+            let repo = slot.repo().to_thread_local();
+            if repo.has_object(id) {
+                let commit = peel_to_commit(&repo, id, &slot.url_display, rev)?;
+                return Ok(Resolved {
+                    commit: commit.to_string(),
+                    revision: commit.to_string(),
+                    kind: RevisionKind::Commit,
+                    fetched: false,
+                });
+            }
         }
 
         let (advertised, fetched) = {
