@@ -498,8 +498,6 @@ async fn raw_apply(
     concurrency: usize,
     timeout: Duration,
 ) -> anyhow::Result<RawTimes> {
-    // Only the raw baseline's Deployments exist while it runs (the controller starts later).
-    let deployments = apps * (0..objects).filter(|j| j % 3 == 2).count();
     let (available_tx, mut available_rx) = tokio::sync::watch::channel(0usize);
     let deployments_api: Api<Deployment> = Api::all(client.clone());
     let health_watch = tokio::spawn(async move {
@@ -533,6 +531,11 @@ async fn raw_apply(
             work.push((ns.clone(), resource, value));
         }
     }
+    // Only the raw baseline's Deployments exist while it runs (the controller starts later).
+    let deployments = work
+        .iter()
+        .filter(|(_, r, _)| r.kind == "Deployment")
+        .count();
     let params = PatchParams::apply(RAW_MANAGER).force();
     let started = Instant::now();
     futures::stream::iter(work)
