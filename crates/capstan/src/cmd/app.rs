@@ -121,7 +121,7 @@ pub enum Verb {
         /// Sync only this object, `GROUP:KIND:NAME` or `GROUP:KIND:NAMESPACE/NAME` (GROUP empty
         /// for the core group, e.g. `:ConfigMap:settings`); repeatable. A selective sync runs no
         /// hooks and is not recorded in the history.
-        #[arg(long = "resource", value_name = "GROUP:KIND:NAME", value_parser = parse_resource)]
+        #[arg(long = "resource", value_name = "GROUP:KIND:NAME", value_parser = SyncOperationResource::parse)]
         resources: Vec<SyncOperationResource>,
         /// Wait for the sync to finish, showing its progress (exit 0: Succeeded, 1: Failed or
         /// Error, 2: timeout or error).
@@ -201,10 +201,6 @@ pub enum Verb {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     capstan_controller::parse_duration(s)
         .ok_or_else(|| format!("invalid duration {s:?} (expected e.g. 30s, 3m, 1h)"))
-}
-
-fn parse_resource(s: &str) -> Result<SyncOperationResource, String> {
-    SyncOperationResource::parse(s)
 }
 
 fn print_value<T: serde::Serialize>(value: &T, output: Output) -> anyhow::Result<()> {
