@@ -652,7 +652,7 @@ async fn deliver(
     );
     // Refreshes are independent requests to the API server: a bounded number at once, so a
     // push to a repository of many applications is not one round trip after another.
-    let results: Vec<_> = futures::stream::iter(matching)
+    let mut results: Vec<_> = futures::stream::iter(matching)
         .map(|(ns, name, current)| {
             let message = &message;
             async move {
@@ -676,6 +676,9 @@ async fn deliver(
         .buffer_unordered(REFRESH_CONCURRENCY)
         .collect()
         .await;
+    // Concurrent refreshes end in any order; the answer lists them (and the failures) in a
+    // stable one.
+    results.sort_by(|a, b| a.0.cmp(&b.0));
     let mut refreshed = Vec::new();
     let mut failed = Vec::new();
     for (name, result) in results {
@@ -685,8 +688,6 @@ async fn deliver(
             Err(error) => failed.push(json!({"name": name, "error": error})),
         }
     }
-    // Concurrent refreshes end in any order; the answer lists them in a stable one.
-    refreshed.sort();
     let refreshed_any = !refreshed.is_empty();
     let mut out = json!({
         "provider": provider.key(),
