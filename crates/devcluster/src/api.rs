@@ -601,8 +601,6 @@ pub struct Selectors {
     pub labels: LabelSelector,
     /// Field selector.
     pub fields: FieldSelector,
-    /// Whether the field selector reads the object's content (computed once, not per object).
-    needs_object: bool,
 }
 
 impl Selectors {
@@ -616,16 +614,12 @@ impl Selectors {
             &op.info.resource,
         )
         .map_err(ApiError::bad_request)?;
-        Ok(Selectors {
-            needs_object: fields.needs_object(),
-            labels,
-            fields,
-        })
+        Ok(Selectors { labels, fields })
     }
 
     /// Tests one stored object.
     pub fn matches(&self, ns: &str, name: &str, bytes: &[u8]) -> bool {
-        if !self.needs_object {
+        if !self.fields.needs_object() {
             if !self.fields.matches(ns, name, None) {
                 return false;
             }
