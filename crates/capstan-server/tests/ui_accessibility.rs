@@ -33,8 +33,6 @@ struct Env {
     client: kube::Client,
     apps: Api<Application>,
     ui: UiServer,
-    password: String,
-    base: String,
 }
 
 impl Env {
@@ -46,8 +44,6 @@ impl Env {
             _cluster: cluster,
             apps: Api::namespaced(client.clone(), "capstan"),
             client,
-            password: ui.password.clone(),
-            base: ui.base.clone(),
             ui,
         }
     }
@@ -153,7 +149,7 @@ async fn keyboard_only_user_logs_in_opens_an_app_and_rolls_back() {
     let (s, _profile) = browser_session(&browser, &driver).await;
 
     // Login by keyboard: the user name field has the focus on load.
-    s.goto(&format!("{}/", env.base)).await;
+    s.goto(&format!("{}/", env.ui.base)).await;
     s.find("#username").await;
     s.wait_for(
         "focus in the user name field",
@@ -163,7 +159,7 @@ async fn keyboard_only_user_logs_in_opens_an_app_and_rolls_back() {
     assert_eq!(s.exec(UNLABELLED, vec![]).await, json!([]));
     s.keys("admin").await;
     s.keys(TAB).await;
-    s.keys(&env.password).await;
+    s.keys(&env.ui.password).await;
     s.keys(ENTER).await;
     s.find("#apps tbody tr[data-app='capstan/shop']").await;
 
@@ -300,7 +296,7 @@ async fn api_text_is_never_markup_readonly_has_no_actions_and_rate_limit_is_show
     let driver = Driver::start(&browser).await;
     let (s, _profile) = browser_session(&browser, &driver).await;
 
-    s.goto(&format!("{}/", env.base)).await;
+    s.goto(&format!("{}/", env.ui.base)).await;
     s.type_text(&s.find("#username").await, "viewer").await;
     s.type_text(&s.find("#password").await, "viewer-password-1")
         .await;
