@@ -243,16 +243,17 @@ pub fn rollback_target(
 
 /// Requests, as `username`, a rollback to history entry `id` (default: the entry before the
 /// last one): a sync of that entry's revision and source. The controller locks the application
-/// once the sync succeeded. Returns the entry.
+/// once the sync succeeded. Returns the entry and the Application as written with the request
+/// (its `operation` is the one to follow).
 pub async fn rollback(
     api: &Api<Application>,
     name: &str,
     id: Option<i64>,
     username: &str,
-) -> Result<RevisionHistory, ControllerError> {
+) -> Result<(RevisionHistory, Application), ControllerError> {
     let app = get(api, name).await?;
     let entry = rollback_target(&app, id)?;
-    request_sync(
+    let written = request_sync(
         api,
         name,
         SyncOperation {
@@ -264,7 +265,7 @@ pub async fn rollback(
         username,
     )
     .await?;
-    Ok(entry)
+    Ok((entry, written))
 }
 
 /// Removes the lock and asks for a refresh so that automated sync resumes at once. Returns the

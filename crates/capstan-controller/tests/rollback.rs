@@ -39,7 +39,7 @@ async fn rollback_locks_until_unlocked_and_survives_a_restart() {
     .await;
 
     // Roll back to the previous entry.
-    let entry = ops::rollback(&env.apps, "shop", None, "alice")
+    let (entry, _) = ops::rollback(&env.apps, "shop", None, "alice")
         .await
         .unwrap();
     assert_eq!(entry.id, 0);

@@ -169,7 +169,7 @@ pub async fn rollback(
     req: RollbackRequest,
     user: &User,
 ) -> Result<(i64, String), ApiError> {
-    let entry = ops::rollback(api, name, req.id, &user.username)
+    let (entry, _) = ops::rollback(api, name, req.id, &user.username)
         .await
         .map_err(api_error)?;
     Ok((

@@ -515,14 +515,12 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             Ok(0)
         }
         Verb::Rollback { name, id } => {
-            let id = ops::rollback(&api, &name, id, &ops::current_user())
-                .await?
-                .id;
+            let (entry, written) = ops::rollback(&api, &name, id, &ops::current_user()).await?;
             println!(
-                "rollback of {name} to history entry {id} requested; the application will be locked"
+                "rollback of {name} to history entry {} requested; the application will be locked",
+                entry.id
             );
-            let expected = ops::get(&api, &name).await?.operation;
-            wait_operation(&api, &name, expected, Duration::from_secs(300)).await
+            wait_operation(&api, &name, written.operation, Duration::from_secs(300)).await
         }
         Verb::Unlock { name } => {
             if ops::unlock(&api, &name, &ops::current_user()).await? {
