@@ -8,9 +8,9 @@
 //!
 //! Run: `cargo bench -p capstan-server --bench ui`. Needs chromium and chromedriver.
 
-#[path = "../tests/ui_support/server.rs"]
+#[path = "../tests/it/ui_support/server.rs"]
 mod server;
-#[path = "../tests/ui_support/webdriver.rs"]
+#[path = "../tests/it/ui_support/webdriver.rs"]
 mod webdriver;
 
 use capstan_api::application::{

@@ -4,7 +4,7 @@
 //! empty cache vs a commit changing one file of a tree already there (blob store), and pruning.
 //! Prints a table; run with `cargo bench -p capstan-source --bench source`.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
