@@ -28,6 +28,15 @@ pub fn recorder(client: kube::Client, controller: &str) -> Recorder {
     }
 }
 
+impl Recorder {
+    /// The same recorder reporting as `instance` (`reportingInstance`): the replica's identity
+    /// when several replicas share the applications, so an event says which one acted.
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.instance = instance.to_string();
+        self
+    }
+}
+
 /// `automated` or the user name.
 pub fn initiator(by: &OperationInitiator) -> String {
     if by.automated {

@@ -28,6 +28,7 @@ pub mod live;
 pub mod manifests;
 pub mod metrics;
 pub mod ops;
+pub mod shard;
 pub mod sync;
 
 pub use error::ControllerError;
@@ -81,6 +82,9 @@ pub struct Config {
     pub cache_prune_interval: Duration,
     /// Where measurements go (syncs, reconcile/fetch/render durations, queue depth).
     pub recorder: Arc<dyn metrics::Recorder>,
+    /// Shards and leases when several replicas share the applications ([`shard`]); `None`: this
+    /// controller reconciles every application and takes no lease (one replica only).
+    pub sharding: Option<shard::ShardConfig>,
 }
 
 impl Default for Config {
@@ -95,6 +99,7 @@ impl Default for Config {
             cache_max_unused: Duration::from_secs(3600),
             cache_prune_interval: Duration::from_secs(600),
             recorder: metrics::none(),
+            sharding: None,
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct Shared {
     pub recorder: events::Recorder,
     /// Repository credentials from Secrets in the controller's namespace (the Applications').
     pub creds: creds::CredStore,
+    /// The applications this replica reconciles now (all of them when not sharding).
+    pub ownership: shard::Ownership,
     dirty: Arc<Mutex<HashSet<AppKey>>>,
     memo: Mutex<HashMap<AppKey, Memo>>,
     /// When the Application watch first showed each pending `capstan.dev/refresh` annotation:
@@ -150,6 +157,8 @@ struct Memo {
 /// The controller.
 pub struct Controller {
     shared: Arc<Shared>,
+    shards: Option<shard::ShardManager>,
+    triggers_tx: mpsc::UnboundedSender<AppKey>,
     triggers: mpsc::UnboundedReceiver<AppKey>,
     refresh_all: mpsc::UnboundedReceiver<()>,
     refresh_all_tx: mpsc::UnboundedSender<()>,
@@ -218,9 +227,26 @@ impl Controller {
         .map_err(|e| ControllerError::Other(format!("renderer: {e}")))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let dirty = Arc::new(Mutex::new(HashSet::new()));
+        let (shards, ownership) = match &config.sharding {
+            Some(sharding) => {
+                sharding.validate().map_err(ControllerError::Other)?;
+                let (manager, ownership) = shard::ShardManager::new(
+                    client.clone(),
+                    sharding.clone(),
+                    Arc::clone(&config.recorder),
+                );
+                (Some(manager), ownership)
+            }
+            None => (None, shard::Ownership::everything()),
+        };
+        let mut recorder = events::recorder(client.clone(), "capstan-controller");
+        if let Some(sharding) = &config.sharding {
+            recorder = recorder.with_instance(&sharding.identity);
+        }
         let shared = Shared {
-            live: LiveCache::new(client.clone(), tx, Arc::clone(&dirty)),
-            recorder: events::recorder(client.clone(), "capstan-controller"),
+            live: LiveCache::new(client.clone(), tx.clone(), Arc::clone(&dirty)),
+            recorder,
+            ownership,
             creds: creds::CredStore::new(
                 client.clone(),
                 config
@@ -242,6 +268,8 @@ impl Controller {
         let (refresh_all_tx, refresh_all) = mpsc::unbounded_channel();
         Ok(Controller {
             shared: Arc::new(shared),
+            shards,
+            triggers_tx: tx,
             triggers: rx,
             refresh_all,
             refresh_all_tx,
@@ -262,7 +290,17 @@ impl Controller {
     }
 
     /// Runs until the Application watch ends (it does not, short of a shutdown of the task).
+    /// Dropping the future stops everything at once, as a crash would: leases held are not
+    /// released (they expire). [`Controller::run_until`] stops cleanly.
     pub async fn run(self) {
+        self.run_until(std::future::pending()).await;
+    }
+
+    /// Runs until `stop` completes, then stops reconciling and releases the shard leases held,
+    /// so that other replicas take over at once (a rolling update loses no time). Reconciles in
+    /// flight are dropped, which is safe: an interrupted sync is resumed by whoever reconciles
+    /// the application next.
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) {
         let shared = self.shared;
         let apps: Api<Application> = match &shared.config.namespace {
             Some(ns) => Api::namespaced(shared.client.clone(), ns),
@@ -300,7 +338,25 @@ impl Controller {
         let refresh_all = tokio_stream_from(self.refresh_all);
         // Ends with this future, however it ends (a caller may abort the task running it).
         let _pruner = AbortOnDrop(tokio::spawn(prune_cache(Arc::clone(&shared))));
-        KubeController::for_stream(stream, reader)
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let leases = self.shards.map(|mut manager| {
+            AbortOnDrop(tokio::spawn(async move {
+                tokio::select! {
+                    () = manager.run() => {}
+                    _ = release_rx => {}
+                }
+                manager.release_all().await;
+            }))
+        });
+        let _follower = shared.ownership.follow().map(|follower| {
+            AbortOnDrop(tokio::spawn(follow_shards(
+                Arc::clone(&shared),
+                follower,
+                reader.clone(),
+                self.triggers_tx,
+            )))
+        });
+        let reconciling = KubeController::for_stream(stream, reader)
             .with_config(config)
             .reconcile_on(triggers)
             .reconcile_all_on(refresh_all)
@@ -309,8 +365,80 @@ impl Controller {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "reconcile");
                 }
-            })
-            .await;
+            });
+        tokio::select! {
+            () = reconciling => {}
+            () = stop => {}
+        }
+        if let Some(mut leases) = leases {
+            let _ = release_tx.send(());
+            if tokio::time::timeout(Duration::from_secs(5), &mut leases.0)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the shard leases were not released within 5s; they expire");
+            }
+        }
+    }
+}
+
+/// Reacts to the shards this replica gains and loses: the applications of a shard just taken
+/// are queued at once (their shard's previous owner may have left work half done), and what was
+/// remembered about the applications of a shard lost is forgotten (a later owner of the shard
+/// may change them; comparing again when it comes back is the only safe start).
+async fn follow_shards(
+    shared: Arc<Shared>,
+    mut follower: shard::Follower,
+    apps: kube::runtime::reflector::Store<Application>,
+    triggers: mpsc::UnboundedSender<AppKey>,
+) {
+    while let Some((acquired, lost)) = follower.next().await {
+        let of_shards = |shards: &[u32]| -> Vec<AppKey> {
+            apps.state()
+                .iter()
+                .map(|app| (app.namespace().to_string(), app.name().to_string()))
+                .filter(|(ns, name)| shards.contains(&shared.ownership.shard_of(ns, name)))
+                .collect()
+        };
+        if !lost.is_empty() {
+            let mut memo = lock(&shared.memo);
+            for key in of_shards(&lost) {
+                memo.remove(&key);
+            }
+        }
+        if !acquired.is_empty() {
+            let keys = of_shards(&acquired);
+            tracing::info!(
+                shards = ?acquired,
+                applications = keys.len(),
+                "reconciling the applications of the shards acquired"
+            );
+            lock(&shared.dirty).extend(keys.iter().cloned());
+            for key in keys {
+                // The controller gone means there is nothing left to reconcile.
+                let _ = triggers.send(key);
+            }
+        }
+    }
+}
+
+/// A running sync's entry in `Shared::running`, removed however the sync ends: also when its
+/// reconcile is dropped part-way (its shard was lost).
+struct RunningSync<'a> {
+    shared: &'a Shared,
+    key: AppKey,
+}
+
+impl<'a> RunningSync<'a> {
+    fn register(shared: &'a Shared, key: AppKey, stop: &sync::StopFlag) -> Self {
+        lock(&shared.running).insert(key.clone(), stop.clone());
+        RunningSync { shared, key }
+    }
+}
+
+impl Drop for RunningSync<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.running).remove(&self.key);
     }
 }
 
@@ -459,7 +587,24 @@ fn interval_of(shared: &Shared, app: &Application) -> Duration {
         .unwrap_or(shared.config.reconcile_interval)
 }
 
+/// One reconcile, when this replica holds the application's shard; dropped part-way when the
+/// shard is lost meanwhile (nothing more is written for an application another replica may
+/// now reconcile).
 async fn reconcile_entry(
+    app: Arc<Application>,
+    shared: Arc<Shared>,
+) -> Result<Action, ControllerError> {
+    let Some(claim) = shared.ownership.claim(app.namespace(), app.name()) else {
+        // Another replica's; this one is told when it takes the shard (`follow_shards`).
+        return Ok(Action::await_change());
+    };
+    tokio::select! {
+        result = reconcile_owned(app, Arc::clone(&shared)) => result,
+        () = claim.lost() => Ok(Action::await_change()),
+    }
+}
+
+async fn reconcile_owned(
     app: Arc<Application>,
     shared: Arc<Shared>,
 ) -> Result<Action, ControllerError> {
@@ -1106,7 +1251,7 @@ async fn execute_operation(
     // the Application watch (`observe_app`).
     let stop = sync::StopFlag::default();
     let key: AppKey = (app.namespace().to_string(), app.name().to_string());
-    lock(&shared.running).insert(key.clone(), stop.clone());
+    let registered = RunningSync::register(shared, key, &stop);
     let mut running = status.clone();
     running.operation_state = Some(state.clone());
     // The event and the Running state are independent writes: sent together, both done before
@@ -1178,7 +1323,7 @@ async fn execute_operation(
         })
     };
     let result = sync::execute(shared, &cmp, &req, &progress).await;
-    lock(&shared.running).remove(&key);
+    drop(registered);
     state.sync_result = Some(SyncOperationResult {
         resources: result.resources,
         revision: cmp.desired.revision.clone(),

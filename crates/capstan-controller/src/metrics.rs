@@ -36,6 +36,11 @@ pub trait Recorder: Send + Sync + fmt::Debug {
     fn queue_depth(&self, depth: usize) {
         let _ = depth;
     }
+
+    /// This replica holds `held` of the `total` shards (see [`crate::shard`]).
+    fn shards_held(&self, held: usize, total: usize) {
+        let _ = (held, total);
+    }
 }
 
 /// Records nothing (the default).

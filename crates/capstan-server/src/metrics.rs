@@ -1,4 +1,4 @@
-//! Prometheus metrics, in the text exposition format (written by hand: seven series do not need
+//! Prometheus metrics, in the text exposition format (written by hand: nine series do not need
 //! a metrics library).
 //!
 //! [`Metrics`] is a cheap, cloneable handle. The controller records into it (syncs, reconcile,
@@ -19,7 +19,9 @@
 //!   over the size limit is refused before the handler and is not counted;
 //! - `capstan_reconcile_duration_seconds`, `capstan_git_fetch_duration_seconds`,
 //!   `capstan_render_duration_seconds` (histograms);
-//! - `capstan_queue_depth` (gauge): applications waiting for a reconcile.
+//! - `capstan_queue_depth` (gauge): applications waiting for a reconcile;
+//! - `capstan_shards` and `capstan_shards_held` (gauges): the shards the applications are split
+//!   into and how many of them this replica holds (both 0 when the controller does not shard).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -85,6 +87,8 @@ struct Inner {
     git_fetch: Histogram,
     render: Histogram,
     queue_depth: AtomicI64,
+    shards: AtomicI64,
+    shards_held: AtomicI64,
 }
 
 /// Handle to Capstan's metrics. Clones share the same series.
@@ -113,6 +117,8 @@ impl Metrics {
             git_fetch: Histogram::new(),
             render: Histogram::new(),
             queue_depth: AtomicI64::new(0),
+            shards: AtomicI64::new(0),
+            shards_held: AtomicI64::new(0),
         }))
     }
 
@@ -153,6 +159,12 @@ impl Metrics {
     /// Sets the number of applications waiting for a reconcile.
     pub fn set_queue_depth(&self, depth: i64) {
         self.0.queue_depth.store(depth, Ordering::Relaxed);
+    }
+
+    /// Sets the shard gauges: this replica holds `held` of `total` shards.
+    pub fn set_shards(&self, held: i64, total: i64) {
+        self.0.shards_held.store(held, Ordering::Relaxed);
+        self.0.shards.store(total, Ordering::Relaxed);
     }
 
     /// The text exposition of every series, with `applications` counted by (sync, health).
@@ -221,6 +233,20 @@ impl Metrics {
             "capstan_queue_depth {}",
             self.0.queue_depth.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP capstan_shards Shards the applications are split into.\n");
+        out.push_str("# TYPE capstan_shards gauge\n");
+        let _ = writeln!(
+            out,
+            "capstan_shards {}",
+            self.0.shards.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP capstan_shards_held Shards this replica holds the lease of.\n");
+        out.push_str("# TYPE capstan_shards_held gauge\n");
+        let _ = writeln!(
+            out,
+            "capstan_shards_held {}",
+            self.0.shards_held.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -245,6 +271,13 @@ impl capstan_controller::metrics::Recorder for Metrics {
 
     fn queue_depth(&self, depth: usize) {
         self.set_queue_depth(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    fn shards_held(&self, held: usize, total: usize) {
+        self.set_shards(
+            i64::try_from(held).unwrap_or(i64::MAX),
+            i64::try_from(total).unwrap_or(i64::MAX),
+        );
     }
 }
 
@@ -306,7 +339,10 @@ mod tests {
         recorder.render_finished(Duration::from_millis(2));
         recorder.render_finished(Duration::from_millis(3));
         recorder.queue_depth(4);
+        recorder.shards_held(2, 3);
         let text = m.render(&BTreeMap::new());
+        assert!(text.contains("capstan_shards 3\n"), "{text}");
+        assert!(text.contains("capstan_shards_held 2\n"), "{text}");
         assert!(
             text.contains("capstan_syncs_total{result=\"Failed\"} 1\n"),
             "{text}"

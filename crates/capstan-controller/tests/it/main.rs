@@ -11,5 +11,6 @@ mod refresh;
 mod restart;
 mod rollback;
 mod selective;
+mod shards;
 mod sync;
 mod waves;

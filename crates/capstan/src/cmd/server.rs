@@ -46,6 +46,29 @@ pub struct Args {
     /// Run the controller alone: no HTTP API, no metrics listener.
     #[arg(long, conflicts_with_all = ["listen", "metrics_listen", "insecure_cookies"])]
     pub no_api: bool,
+    /// Shards the applications are split into. Every replica takes shards through Leases in
+    /// `--namespace` (at most its fair share) and reconciles only their applications; with 1,
+    /// one replica is active and the others stand by. Give every replica the same number.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: u32,
+    /// This replica's name in the leases (default: $POD_NAME, else the host name and a random
+    /// suffix). Must be unique per replica.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// How long a lease stays valid after its holder's last renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// A holder that could not renew for this long stops reconciling the shard (shorter than
+    /// --lease-duration, so it has stopped before another replica takes over).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub renew_deadline: Duration,
+    /// How often leases are renewed and free shards looked for.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub lease_retry_period: Duration,
+    /// Reconcile every application without taking leases: only for a single replica, never
+    /// for several (they would all apply).
+    #[arg(long, conflicts_with_all = ["shards", "identity"])]
+    pub no_leases: bool,
     /// Send the session cookie without `Secure`, for a browser reaching the API over plain
     /// http on another host than localhost. Never on a network-facing server.
     #[arg(long)]
@@ -97,6 +120,10 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         recorder: Arc::new(metrics.clone()),
         ..capstan_controller::Config::default()
     };
+    let config = capstan_controller::Config {
+        sharding: sharding(&args)?,
+        ..config
+    };
     let controller = capstan_controller::Controller::new(client.clone(), config)?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -123,14 +150,16 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     };
 
     tracing::info!(namespace = %args.namespace, "capstan controller running");
-    let outcome = tokio::select! {
-        () = controller.run() => Ok(()),
-        signal = super::devcluster::wait_for_signal() => signal,
-    };
-    eprintln!("capstan: shutting down");
-    // The controller stopped with the select (its reconciles are dropped mid-way, which is
-    // safe: an interrupted operation is resumed at the next start); the API finishes the
-    // requests in flight.
+    let mut outcome = Ok(());
+    controller
+        .run_until(async {
+            outcome = super::devcluster::wait_for_signal().await;
+            eprintln!("capstan: shutting down");
+        })
+        .await;
+    // The controller stopped reconciling (its reconciles are dropped mid-way, which is safe: an
+    // interrupted operation is resumed at the next start) and released its leases; the API
+    // finishes the requests in flight.
     let _ = stop_tx.send(());
     if let Some(server) = server
         && tokio::time::timeout(Duration::from_secs(10), server.wait())
@@ -141,6 +170,27 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     }
     outcome?;
     Ok(0)
+}
+
+/// The lease settings of `args`, `None` with `--no-leases`.
+fn sharding(args: &Args) -> anyhow::Result<Option<capstan_controller::shard::ShardConfig>> {
+    if args.no_leases {
+        return Ok(None);
+    }
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(capstan_controller::shard::default_identity);
+    let config = capstan_controller::shard::ShardConfig {
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.lease_retry_period,
+        ..capstan_controller::shard::ShardConfig::new(args.shards, identity, &args.namespace)
+    };
+    config.validate().map_err(|e| {
+        anyhow::anyhow!("--shards/--lease-duration/--renew-deadline/--lease-retry-period: {e}")
+    })?;
+    Ok(Some(config))
 }
 
 /// Prints where the API listens and, once, the generated admin password. Stdout, never a log:

@@ -95,6 +95,8 @@ async fn install_server_and_app_commands_deploy_an_application() {
                 "127.0.0.1:0",
                 "--metrics-listen",
                 "127.0.0.1:0",
+                "--identity",
+                "cli-test-server",
                 "--cache-dir",
             ])
             .arg(&cache)
@@ -329,6 +331,10 @@ async fn install_server_and_app_commands_deploy_an_application() {
         sample(&metrics, "capstan_render_duration_seconds_count") > 0.0,
         "{metrics}"
     );
+    // One replica, one shard: it leads through the shard's Lease.
+    assert_eq!(sample(&metrics, "capstan_shards"), 1.0, "{metrics}");
+    assert_eq!(sample(&metrics, "capstan_shards_held"), 1.0, "{metrics}");
+    assert_eq!(lease_holder(&kubeconfig), "cli-test-server");
 
     // SIGTERM stops both the controller and the API, with a clean exit.
     let pid = server.0.id().to_string();
@@ -338,6 +344,27 @@ async fn install_server_and_app_commands_deploy_an_application() {
     );
     let status = server.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "capstan server exits cleanly");
+    // ... having released its lease, so that a standby takes over at once.
+    assert_eq!(lease_holder(&kubeconfig), "");
+}
+
+/// The holder of the one shard's Lease, as kubectl shows it.
+fn lease_holder(kubeconfig: &Path) -> String {
+    let out = Command::new("kubectl")
+        .args([
+            "get",
+            "lease",
+            "capstan-controller-shard-0",
+            "-n",
+            "capstan",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+            "--kubeconfig",
+        ])
+        .arg(kubeconfig)
+        .output()
+        .unwrap();
+    ok(out, "kubectl get lease")
 }
 
 /// What `capstan server` prints at start.

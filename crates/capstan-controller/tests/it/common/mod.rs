@@ -32,6 +32,14 @@ impl Env {
     /// Like [`Env::start`], with `tweak` applied to the controller's configuration (at every
     /// start of the controller).
     pub async fn start_with(tweak: fn(&mut Config)) -> Env {
+        let mut env = Self::start_idle(tweak).await;
+        env.start_controller();
+        env
+    }
+
+    /// The cluster, the CRD and the repository, no controller yet (tests that run replicas of
+    /// their own).
+    pub async fn start_idle(tweak: fn(&mut Config)) -> Env {
         let cluster = devcluster::DevCluster::start(devcluster::Config::default())
             .await
             .expect("devcluster starts");
@@ -42,7 +50,7 @@ impl Env {
         let repo_dir = temp_dir("controller-repo");
         let cache_dir = temp_dir("controller-cache");
         let repo = GitRepo::init(repo_dir.path().join("repo"));
-        let mut env = Env {
+        Env {
             apps: Api::namespaced(client.clone(), "capstan"),
             _cluster: cluster,
             client,
@@ -51,20 +59,24 @@ impl Env {
             _dirs: vec![repo_dir, cache_dir],
             controller: None,
             tweak,
-        };
-        env.start_controller();
-        env
+        }
     }
 
-    pub fn start_controller(&mut self) {
+    /// The controller settings of these tests, caching under `cache_dir`.
+    pub fn config(&self, cache_dir: PathBuf) -> Config {
         let mut config = Config {
             reconcile_interval: Duration::from_secs(2),
             self_heal_backoff: Duration::from_millis(200),
             wave_timeout: Duration::from_secs(60),
-            cache_dir: self.cache.clone(),
+            cache_dir,
             ..Config::default()
         };
         (self.tweak)(&mut config);
+        config
+    }
+
+    pub fn start_controller(&mut self) {
+        let config = self.config(self.cache.clone());
         let controller = Controller::new(self.client.clone(), config).expect("controller");
         self.controller = Some(tokio::spawn(controller.run()));
     }
