@@ -777,6 +777,15 @@ pub fn crd() -> apiext::CustomResourceDefinition {
     apiext::CustomResourceDefinition {
         metadata: ObjectMeta {
             name: Some(format!("{PLURAL}.{GROUP}")),
+            // Pruned, it would take every Application with it: an installation that manages
+            // itself from Git never prunes it, whatever Git says later.
+            annotations: Some(
+                [(
+                    crate::annotations::SYNC_OPTIONS.to_string(),
+                    "Prune=false".to_string(),
+                )]
+                .into(),
+            ),
             ..ObjectMeta::default()
         },
         spec: apiext::CustomResourceDefinitionSpec {

@@ -194,9 +194,17 @@ pub async fn install_crd(client: &kube::Client) -> Result<(), ControllerError> {
     )
     .await
     .map_err(|e| ControllerError::kube(format!("applying the CRD {name}"), e))?;
+    wait_for_crd(&api, &name).await
+}
+
+/// Waits (up to 30 s) until the CRD `name` is Established, that is served.
+pub async fn wait_for_crd(
+    api: &Api<CustomResourceDefinition>,
+    name: &str,
+) -> Result<(), ControllerError> {
     for _ in 0..300 {
         let served = api
-            .get_opt(&name)
+            .get_opt(name)
             .await
             .map_err(|e| ControllerError::kube(format!("reading the CRD {name}"), e))?
             .and_then(|c| c.status)
@@ -420,6 +428,39 @@ async fn follow_shards(
             }
         }
     }
+}
+
+/// Whether all that is out of sync is live objects an automated sync would leave: they only
+/// require pruning, and automated prune is off or they say `Prune=false`/`Delete=false`. Such a
+/// sync could change nothing, and with self-heal it would run again after every backoff, so it
+/// is skipped (as Argo CD skips it); the application shows OutOfSync until a person prunes or
+/// Git has the objects again.
+fn only_unprunable_left(cmp: &Comparison, prune: bool, sync_options: &[String]) -> bool {
+    let live_of = |r: &appapi::ResourceStatus| {
+        cmp.live.iter().find(|v| {
+            let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            let group = api_version.split_once('/').map_or("", |(g, _)| g);
+            group == r.group
+                && v.get("kind").and_then(Value::as_str) == Some(r.kind.as_str())
+                && v.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    == r.namespace
+                && v.pointer("/metadata/name").and_then(Value::as_str) == Some(r.name.as_str())
+        })
+    };
+    let mut out_of_sync = cmp
+        .resources
+        .iter()
+        .filter(|r| r.status != appapi::SYNC_SYNCED)
+        .peekable();
+    out_of_sync.peek().is_some()
+        && out_of_sync.all(|r| {
+            r.requires_pruning
+                && (!prune
+                    || live_of(r)
+                        .is_some_and(|v| capstan_engine::plan::never_pruned(v, sync_options)))
+        })
 }
 
 /// A running sync's entry in `Shared::running`, removed however the sync ends: also when its
@@ -870,6 +911,15 @@ async fn reconcile(
         && cmp.sync_status == appapi::SYNC_OUT_OF_SYNC
         && status.lock.is_none()
         && cmp.shared.is_empty()
+        && !only_unprunable_left(
+            cmp,
+            automated.prune,
+            &app.spec
+                .sync_policy
+                .as_ref()
+                .map(|p| p.sync_options.clone())
+                .unwrap_or_default(),
+        )
     {
         let last = previous.operation_state.as_ref();
         // A selective sync deployed part of the revision only: it is no attempt of it.
@@ -1051,7 +1101,8 @@ fn record_comparison(status: &mut ApplicationStatus, app: &Application, cmp: &Co
     status.source_type = Some(cmp.desired.tool.clone());
 }
 
-/// Writes `status` with a merge patch; fields present before and absent now are nulled.
+/// Writes `status` with a merge patch; fields present before and absent now are nulled (an
+/// operation recorded without a revision must not keep the previous operation's).
 /// Returns the Application's new resourceVersion.
 async fn write_status(
     apps: &Api<Application>,
@@ -1064,21 +1115,33 @@ async fn write_status(
     patch_status(apps, name, &previous, body).await
 }
 
+/// Makes `new` a merge patch (RFC 7386) that turns `old` into `new`: every key of `old` absent
+/// from `new` is set to null, at every depth where both are objects (a merge patch merges
+/// objects key by key, so a key left out is kept, not removed). Arrays and scalars are replaced
+/// whole by a merge patch and need nothing.
+fn null_removed(old: &Value, new: &mut Value) {
+    if let (Some(old), Some(new)) = (old.as_object(), new.as_object_mut()) {
+        for (k, old_value) in old {
+            match new.get_mut(k) {
+                None => {
+                    new.insert(k.clone(), Value::Null);
+                }
+                Some(new_value) => null_removed(old_value, new_value),
+            }
+        }
+    }
+}
+
 /// Writes the serialized status `body` with a merge patch; fields of the serialized
-/// `previous` status absent from `body` are nulled. Returns the new resourceVersion.
+/// `previous` status absent from `body` are nulled, at any depth. Returns the new
+/// resourceVersion.
 async fn patch_status(
     apps: &Api<Application>,
     name: &str,
     previous: &Value,
     mut body: Value,
 ) -> Result<Option<String>, ControllerError> {
-    if let (Some(old), Some(new)) = (previous.as_object(), body.as_object_mut()) {
-        for k in old.keys() {
-            if !new.contains_key(k) {
-                new.insert(k.clone(), Value::Null);
-            }
-        }
-    }
+    null_removed(previous, &mut body);
     let written = apps
         .patch_status(
             name,
@@ -1518,6 +1581,40 @@ fn retry_delay(policy: &capstan_api::application::RetryStrategy, done: i64) -> D
 mod tests {
     use super::*;
     use capstan_api::application::{Backoff, RetryStrategy};
+
+    #[test]
+    fn a_status_patch_removes_what_is_gone_at_every_depth() {
+        let old = json!({
+            "operationState": {"operation": {"sync": {"revision": "abc", "prune": false}},
+                               "phase": "Succeeded", "message": "done"},
+            "history": [{"id": 0}],
+            "lock": {"revision": "abc"}
+        });
+        let mut new = json!({
+            "operationState": {"operation": {"sync": {"prune": true}}, "phase": "Running"},
+            "history": []
+        });
+        null_removed(&old, &mut new);
+        assert_eq!(
+            new,
+            json!({
+                "operationState": {"operation": {"sync": {"revision": null, "prune": true}},
+                                   "phase": "Running", "message": null},
+                "history": [],
+                "lock": null
+            })
+        );
+        // Applied as a merge patch to the old status, it gives the new one exactly.
+        let mut merged = old.clone();
+        json_patch::merge(&mut merged, &new);
+        assert_eq!(
+            merged,
+            json!({
+                "operationState": {"operation": {"sync": {"prune": true}}, "phase": "Running"},
+                "history": []
+            })
+        );
+    }
 
     #[test]
     fn durations_as_annotations_write_them() {

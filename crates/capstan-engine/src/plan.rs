@@ -393,6 +393,24 @@ pub fn never_delete(obj: &Value) -> bool {
     })
 }
 
+/// True when a sync never prunes the live object whatever it is asked: the application's sync
+/// options, overridden by the object's annotation, say `Prune=false` or `Delete=false`. An
+/// unreadable option counts as prunable; the plan reports it.
+pub fn never_pruned(obj: &Value, app_sync_options: &[String]) -> bool {
+    let Ok(app) = SyncOptions::parse(app_sync_options.iter().map(String::as_str)) else {
+        return false;
+    };
+    let raw = ann::first(
+        annotations_of(obj),
+        &[ann::SYNC_OPTIONS, ann::ARGOCD_SYNC_OPTIONS],
+    );
+    let Ok(own) = SyncOptions::parse(raw.unwrap_or_default().split(',')) else {
+        return false;
+    };
+    let options = app.overlay(&own);
+    options.is("Prune", "false") || options.is("Delete", "false")
+}
+
 /// True when the object is a hook (or a Skip hook): hooks are created on every sync, never
 /// pruned, and not part of the diff, so the caller leaves them out when comparing. A Helm
 /// `crd-install` hook is an ordinary object.

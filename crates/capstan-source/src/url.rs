@@ -156,6 +156,12 @@ impl RepoUrl {
         hex::encode(&digest[..16])
     }
 
+    /// Whether the URL as written carried a password (`https://user:password@host/…`): it is
+    /// used for the fetch but never shown, and must not be copied anywhere it could be read.
+    pub fn has_embedded_password(&self) -> bool {
+        self.embedded.is_some()
+    }
+
     /// For a local repository, its absolute path.
     pub fn local_path(&self) -> Option<PathBuf> {
         (self.scheme == Scheme::File)

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use capstan_api::application::SyncPolicyAutomated;
+use capstan_api::application::{SyncOperation, SyncPolicyAutomated};
 use common::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
@@ -220,6 +220,141 @@ async fn prune_only_when_enabled_and_never_on_an_empty_render_without_allow_empt
     let message = pruner.status.unwrap().operation_state.unwrap().message;
     assert!(message.contains("allowEmpty"), "{message}");
     assert!(env.cm("prune-a").await.is_some(), "empty render pruned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_heal_leaves_alone_what_it_may_not_prune() {
+    let env = Env::start().await;
+    let kept = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: heal-kept\n  annotations:\n    capstan.dev/sync-options: Prune=false\ndata:\n  key: \"1\"\n";
+    let first = env.commit(
+        &[
+            ("heal/a.yaml", Some(&cm_yaml("heal-a", "1"))),
+            ("heal/b.yaml", Some(&cm_yaml("heal-b", "1"))),
+            ("heal/kept.yaml", Some(kept)),
+            ("prune/a.yaml", Some(&cm_yaml("prune-a", "1"))),
+            (
+                "prune/kept.yaml",
+                Some(&kept.replace("heal-kept", "prune-kept")),
+            ),
+        ],
+        "first",
+    );
+    // Self-heal without prune, and self-heal with prune of an object marked Prune=false: the
+    // objects dropped from Git stay, and neither application syncs again and again.
+    env.create_app(
+        "healer",
+        env.spec(
+            "heal",
+            Some(SyncPolicyAutomated {
+                prune: false,
+                self_heal: true,
+                allow_empty: false,
+            }),
+        ),
+    )
+    .await;
+    env.create_app(
+        "pruner",
+        env.spec(
+            "prune",
+            Some(SyncPolicyAutomated {
+                prune: true,
+                self_heal: true,
+                allow_empty: false,
+            }),
+        ),
+    )
+    .await;
+    for name in ["healer", "pruner"] {
+        env.until(name, "Synced", |a| {
+            sync_status(a) == "Synced" && revision(a) == first
+        })
+        .await;
+    }
+    let second = env.commit(
+        &[
+            ("heal/b.yaml", None),
+            ("heal/kept.yaml", None),
+            ("prune/kept.yaml", None),
+        ],
+        "drop b and the kept ones",
+    );
+    for name in ["healer", "pruner"] {
+        let seen = env
+            .until(name, "the commit compared", |a| revision(a) == second)
+            .await;
+        // Several refreshes later (one a second), still no sync of the second commit.
+        let refreshed = std::sync::Mutex::new(std::collections::BTreeSet::new());
+        let app = env
+            .until(name, "three more refreshes", |a| {
+                let mut refreshed = refreshed.lock().expect("not poisoned");
+                if let Some(at) = a.status.as_ref().and_then(|s| s.reconciled_at.clone()) {
+                    refreshed.insert(at);
+                }
+                refreshed.len() > 3
+            })
+            .await;
+        let status = app.status.expect("status");
+        assert_eq!(sync_status(&seen), "OutOfSync");
+        assert_eq!(status.history.len(), 1, "{name}: {:?}", status.history);
+        let last = status.operation_state.expect("the first sync");
+        assert_eq!(
+            last.sync_result.map(|r| r.revision).as_deref(),
+            Some(first.as_str()),
+            "{name} synced again: {}",
+            last.message
+        );
+    }
+    for cm in ["heal-b", "heal-kept", "prune-kept"] {
+        assert!(env.cm(cm).await.is_some(), "{cm} was pruned");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_sync_after_an_automated_one_is_recorded_as_requested() {
+    let env = Env::start().await;
+    let first = env.commit(&[("app/cm.yaml", Some(&cm_yaml("recorded", "1")))], "first");
+    env.create_app(
+        "recorded",
+        env.spec("app", Some(SyncPolicyAutomated::default())),
+    )
+    .await;
+    let automated = env
+        .until("recorded", "the automated sync", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.operation_state.as_ref())
+                .is_some_and(|o| o.phase == "Succeeded" && a.operation.is_none())
+        })
+        .await;
+    let recorded = automated.status.unwrap().operation_state.unwrap().operation;
+    assert_eq!(recorded.sync.unwrap().revision, first);
+    // A person's sync names no revision (the spec's): the record must say so, not keep the
+    // automated sync's revision, or whoever waits for this operation never sees it end.
+    let written = capstan_controller::ops::request_sync(
+        &env.apps,
+        "recorded",
+        SyncOperation {
+            prune: true,
+            ..SyncOperation::default()
+        },
+        "tester",
+    )
+    .await
+    .expect("sync requested");
+    let requested = written.operation.expect("the operation as written");
+    let app = env
+        .until("recorded", "the manual sync recorded", |a| {
+            a.operation.is_none()
+                && a.status
+                    .as_ref()
+                    .and_then(|s| s.operation_state.as_ref())
+                    .is_some_and(|o| !o.operation.initiated_by.automated && o.phase != "Running")
+        })
+        .await;
+    let state = app.status.unwrap().operation_state.unwrap();
+    assert_eq!(state.operation, requested);
+    assert_eq!(state.phase, "Succeeded", "{}", state.message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

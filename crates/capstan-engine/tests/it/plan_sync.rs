@@ -766,3 +766,42 @@ fn hook_and_wave_helpers_agree_with_the_plan() {
         .is_err()
     );
 }
+
+#[test]
+fn never_pruned_follows_the_object_over_the_application_options() {
+    use capstan_engine::plan::never_pruned;
+    let plain = obj("v1", "ConfigMap", "a", json!({}));
+    let kept = obj(
+        "v1",
+        "ConfigMap",
+        "b",
+        json!({"capstan.dev/sync-options": "Prune=false"}),
+    );
+    let argo = obj(
+        "v1",
+        "ConfigMap",
+        "c",
+        json!({"argocd.argoproj.io/sync-options": "Delete=false"}),
+    );
+    let allowed = obj(
+        "v1",
+        "ConfigMap",
+        "d",
+        json!({"capstan.dev/sync-options": "Prune=true"}),
+    );
+    let broken = obj(
+        "v1",
+        "ConfigMap",
+        "e",
+        json!({"capstan.dev/sync-options": "Prune"}),
+    );
+    let none: Vec<String> = Vec::new();
+    assert!(!never_pruned(&plain, &none));
+    assert!(never_pruned(&kept, &none));
+    assert!(never_pruned(&argo, &none));
+    assert!(!never_pruned(&broken, &none));
+    let app = vec!["Prune=false".to_string()];
+    assert!(never_pruned(&plain, &app));
+    // The object's own option wins over the application's.
+    assert!(!never_pruned(&allowed, &app));
+}

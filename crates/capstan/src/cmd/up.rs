@@ -20,8 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use capstan_api::application::{self as appapi, Application};
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -480,45 +479,21 @@ fn render_failure(name: &str, file: &Path, e: capstan_render::RenderError) -> an
 }
 
 /// Applies the namespace, service account and RBAC that `capstan install` prints (the CRD is
-/// installed by the caller; the in-cluster Deployment is this process).
+/// installed by the caller; the in-cluster Deployment and its Service are this process).
 async fn install_rbac(admin: &kube::Client) -> anyhow::Result<()> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    for manifest in super::install::manifests(appapi::DEFAULT_NAMESPACE, "unused")? {
-        let kind = manifest
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let name = manifest
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let patch = Patch::Apply(&manifest);
-        let result = match kind {
-            "Namespace" => Api::<Namespace>::all(admin.clone())
-                .patch(&name, &params, &patch)
-                .await
-                .map(drop),
-            "ServiceAccount" => {
-                Api::<ServiceAccount>::namespaced(admin.clone(), appapi::DEFAULT_NAMESPACE)
-                    .patch(&name, &params, &patch)
-                    .await
-                    .map(drop)
-            }
-            "ClusterRole" => Api::<ClusterRole>::all(admin.clone())
-                .patch(&name, &params, &patch)
-                .await
-                .map(drop),
-            "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(admin.clone())
-                .patch(&name, &params, &patch)
-                .await
-                .map(drop),
-            // The CRD is applied (and awaited) by install_crd; the Deployment is this process.
-            _ => continue,
-        };
-        result.with_context(|| format!("applying the {kind} {name} of `capstan install`"))?;
-    }
-    Ok(())
+    let install = super::install::Install::new(appapi::DEFAULT_NAMESPACE, "unused");
+    let rbac: Vec<Value> = super::install::manifests(&install)?
+        .into_iter()
+        .filter(|m| {
+            matches!(
+                m.get("kind").and_then(Value::as_str),
+                Some("Namespace" | "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding")
+            )
+        })
+        .collect();
+    super::install::apply(admin, &rbac)
+        .await
+        .context("applying the RBAC of `capstan install`")
 }
 
 /// A client that authenticates as the `capstan` service account (a fresh TokenRequest token)

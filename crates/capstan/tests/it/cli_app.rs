@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 /// Kills the server when the test ends, passed or not.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -17,7 +17,7 @@ impl Drop for Server {
     }
 }
 
-fn capstan(kubeconfig: &Path, args: &[&str]) -> Output {
+pub(crate) fn capstan(kubeconfig: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_capstan"))
         .args(args)
         .env("KUBECONFIG", kubeconfig)
@@ -26,7 +26,7 @@ fn capstan(kubeconfig: &Path, args: &[&str]) -> Output {
         .expect("capstan runs")
 }
 
-fn ok(out: Output, what: &str) -> String {
+pub(crate) fn ok(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what}: exit {:?}\nstdout: {}\nstderr: {}",

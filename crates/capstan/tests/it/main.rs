@@ -9,4 +9,5 @@ mod cli_health;
 mod cli_render;
 mod cli_repo;
 mod docs;
+mod install;
 mod up;
