@@ -808,10 +808,16 @@ async fn manifests(
     };
     // The live side comes from the resource tree, which also holds the objects the
     // application's objects own (ReplicaSets, Pods); an object only Git has yet is not in the
-    // tree and has no live manifest.
+    // tree and has no live manifest. When Git cannot be rendered, whether Git has the object is
+    // unknown: the answer says why rather than that the object does not exist.
     let live = match live::manifest(&state.client, &state.discovery, &app, &q).await {
         Ok(live) => live,
-        Err(e) if e.status == StatusCode::NOT_FOUND && desired.is_some() => None,
+        Err(e)
+            if e.status == StatusCode::NOT_FOUND
+                && (desired.is_some() || desired_error.is_some()) =>
+        {
+            None
+        }
         Err(e) => return Err(e),
     };
     let mut answer = json!({ "live": live, "desired": desired });

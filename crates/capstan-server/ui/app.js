@@ -1018,7 +1018,7 @@ function diffView(base) {
     box.replaceChildren(h('p', { class: 'muted' }, 'Loading manifests…'));
     try {
       const m = await api('GET', `${base}/manifests?${q}`);
-      box.replaceChildren(manifestPair(m && m.live, m && m.desired));
+      box.replaceChildren(manifestPair(m && m.live, m && m.desired, m && m.desiredError));
     } catch (e) {
       box.replaceChildren(h('p', { class: 'error' }, `Manifests unavailable: ${e.message}`));
     }
@@ -1035,16 +1035,19 @@ function diffView(base) {
   };
 }
 
-/** The live and desired manifests side by side (either may be absent). */
-function manifestPair(live, desired) {
-  const side = (title, obj, absent) => h('div', { class: 'manifest' },
+/** The live and desired manifests side by side (either may be absent; `desiredError` says why
+ *  Git could not be rendered). */
+function manifestPair(live, desired, desiredError) {
+  const side = (title, obj, absent, error) => h('div', { class: 'manifest' },
     h('h3', {}, title),
-    obj === null || obj === undefined
-      ? h('p', { class: 'muted' }, absent)
-      : h('pre', { class: 'mono', tabindex: '0', 'aria-label': title }, JSON.stringify(obj, null, 2)));
+    obj !== null && obj !== undefined
+      ? h('pre', { class: 'mono', tabindex: '0', 'aria-label': title }, JSON.stringify(obj, null, 2))
+      : error
+        ? h('p', { class: 'error', role: 'status' }, `Git cannot be rendered: ${error}`)
+        : h('p', { class: 'muted' }, absent));
   return h('div', { class: 'grid2 manifest-pair' },
     side('Live (cluster)', live, 'Not in the cluster.'),
-    side('Desired (Git)', desired, 'No desired manifest: not rendered from Git (or not kept by this server).'));
+    side('Desired (Git)', desired, 'No desired manifest: Git does not have this object.', desiredError));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -299,11 +299,19 @@ async fn a_canary_secret_value_never_appears_in_any_response() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["live"]["data"]["password"], capstan_server::live::MASK);
     assert_eq!(v["live"]["data"]["url"], capstan_server::live::MASK);
-    // An object outside the application is refused.
-    let (s, _) = env
+    // An object outside the application is never served. (Its repository cannot be fetched,
+    // so whether Git has the object cannot be told: the answer says why, with no live side.)
+    let (s, body) = env
         .get(&token, "/api/v1/applications/capstan/guestbook/manifests?kind=Secret&name=other&namespace=demo")
         .await;
-    assert_eq!(s, 404);
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["live"], Value::Null, "{body}");
+    assert_eq!(v["desired"], Value::Null, "{body}");
+    assert!(
+        v["desiredError"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
     // The SSE stream carries summaries and status.resources only, never object contents; the
     // list and the event stream are built from the same summaries checked above.
     env.stop().await;

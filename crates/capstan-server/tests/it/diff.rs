@@ -323,6 +323,19 @@ async fn the_diff_shows_what_git_changed_and_never_a_secret_value() {
         m["desiredError"].as_str().unwrap().contains("broken.yaml"),
         "{m}"
     );
+    // An object the cluster does not have: whether Git has it cannot be told, and the answer
+    // says why instead of a 404.
+    let m = env
+        .get_json(&format!(
+            "{MANIFESTS}?kind=ConfigMap&name=not-deployed&namespace=demo"
+        ))
+        .await;
+    assert_eq!(m["live"], Value::Null);
+    assert_eq!(m["desired"], Value::Null);
+    assert!(
+        m["desiredError"].as_str().unwrap().contains("broken.yaml"),
+        "{m}"
+    );
     // An older commit still diffs.
     let d = env.get_json(&format!("{DIFF}?revision={second}")).await;
     assert_eq!(d["items"].as_array().unwrap().len(), 2);
