@@ -144,6 +144,11 @@ const STORE_SLOTS: usize = 256;
 /// A store that cannot be repacked is reopened when fewer than this many of its slots are free.
 const SLOT_MARGIN: usize = 16;
 
+/// After a repack failed, the fetches of the next this-long do not try again (a `git repack` of
+/// a large repository is expensive, and a repository that cannot be repacked now, out of disk or
+/// damaged, mostly cannot a minute later); the periodic prune still does.
+const REPACK_BACKOFF: Duration = Duration::from_secs(600);
+
 /// Suffix of the file beside a tree that lists its skipped symlinks.
 const SIDECAR_SUFFIX: &str = ".skipped-symlinks";
 
@@ -212,6 +217,8 @@ struct Slot {
     /// more index slots; readers take a handle and keep using it.
     store: Mutex<OpenStore>,
     state: Mutex<RefreshState>,
+    /// When repacking before a fetch last failed (see [`REPACK_BACKOFF`]).
+    repack_failed: Mutex<Option<Instant>>,
 }
 
 struct OpenStore {
@@ -600,6 +607,7 @@ impl RepoCache {
             url_display: url.to_string(),
             store: Mutex::new(store),
             state: Mutex::new(RefreshState::default()),
+            repack_failed: Mutex::new(None),
         });
         slots.insert(key, Arc::clone(&slot));
         Ok(slot)
@@ -827,15 +835,25 @@ impl RepoCache {
     /// repository when it has [`PACK_LIMIT`] packs; when that is not possible (no `git`),
     /// reopens the store with slots for the packs on disk once they are about to run out, so
     /// fetching never fails for want of slots (lookups just get slower, one index per pack).
+    /// A repack that failed is not tried again before [`REPACK_BACKOFF`] has passed.
     fn make_room(&self, slot: &Slot, url: &RepoUrl) {
         let git_dir = slot.repo().path().to_path_buf();
-        let failure = match repack_if_needed(&self.git_program, &git_dir, &slot.url_display) {
-            Ok(true) => {
-                self.repacks.fetch_add(1, Ordering::Relaxed);
-                return;
+        let backing_off = lock(&slot.repack_failed).is_some_and(|t| t.elapsed() < REPACK_BACKOFF);
+        let failure = if backing_off {
+            "an earlier repack failed; not tried again yet".to_string()
+        } else {
+            match repack_if_needed(&self.git_program, &git_dir, &slot.url_display) {
+                Ok(true) => {
+                    self.repacks.fetch_add(1, Ordering::Relaxed);
+                    *lock(&slot.repack_failed) = None;
+                    return;
+                }
+                Ok(false) => return,
+                Err(e) => {
+                    *lock(&slot.repack_failed) = Some(Instant::now());
+                    e.to_string()
+                }
             }
-            Ok(false) => return,
-            Err(e) => e,
         };
         tracing::debug!(error = %failure, "cannot consolidate the repository's packs");
         let packs = match count_packs(&git_dir) {

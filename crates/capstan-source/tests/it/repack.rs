@@ -128,3 +128,45 @@ fn without_git_to_repack_fetching_goes_on_past_the_store_slots() {
         report.failures
     );
 }
+
+/// A `git` that is there but cannot repack (out of disk, a damaged repository) is not run again
+/// before every fetch: one failed attempt, then fetching goes on without it.
+#[test]
+fn a_failing_repack_is_not_retried_at_every_fetch() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = Repo::init(&tmp.path().join("origin"));
+    let url = RepoUrl::parse(origin.path.to_str().unwrap()).unwrap();
+    let calls = tmp.path().join("calls");
+    let git = tmp.path().join("failing-git");
+    std::fs::write(
+        &git,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\necho 'fatal: out of disk' >&2\nexit 128\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&git, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache_dir = tmp.path().join("cache");
+    let cache = RepoCache::new(&cache_dir).unwrap().with_git_program(&git);
+
+    // 32 packs call for a repack before the next fetch; 20 fetches more follow it.
+    for i in 0..52 {
+        let commit = origin.commit(
+            &[(&format!("cm-{i}.yaml"), &format!("# {i}\n"))],
+            &format!("commit {i}"),
+        );
+        let resolved = cache
+            .resolve(&url, &Credentials::None, "main")
+            .unwrap_or_else(|e| panic!("fetch {i}: {e}"));
+        assert_eq!(resolved.commit, commit);
+    }
+    let attempts = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert_eq!(
+        attempts.lines().filter(|l| l.contains("repack")).count(),
+        1,
+        "{attempts}"
+    );
+    assert_eq!(cache.stats().repacks, 0);
+}
