@@ -4,7 +4,8 @@
 //! The repository goes through `capstan-source` (resolve the revision, materialize the commit's
 //! tree read-only in the cache) and the tree through `capstan-render`; rendered manifests are
 //! cached on disk beside the repositories, keyed by repository and commit, so a second run on
-//! an unchanged commit renders nothing.
+//! an unchanged commit renders nothing. Once a day at most, after printing, a run deletes the
+//! trees of the cache nobody used for a week (the manifest cache is bounded by size itself).
 
 use anyhow::Context;
 use capstan_render::{
@@ -13,6 +14,13 @@ use capstan_render::{
 use capstan_source::{Credentials, RepoCache, RepoUrl};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A tree of the user's cache unused for this long is deleted (by the next run that prunes).
+const UNUSED_TREES_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The user's cache is pruned at most this often: a prune lists every tree and blob.
+const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Output format.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -121,7 +129,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     };
     let output = args.output;
     // Git and the tools block; keep them off the async runtime's workers.
-    let objects = tokio::task::spawn_blocking(move || render(&args, &cache_dir))
+    let repos = cache_dir.join("repos");
+    let (objects, cache) = tokio::task::spawn_blocking(move || render(&args, &cache_dir))
         .await
         .context("the render task failed")??;
     let mut stdout = std::io::stdout().lock();
@@ -138,10 +147,46 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         }
     }
     stdout.flush()?;
+    drop(stdout);
+    // The output is complete: a prune now delays only the exit.
+    tokio::task::spawn_blocking(move || prune_now_and_then(&cache, &repos))
+        .await
+        .context("the prune task failed")?;
     Ok(0)
 }
 
-fn render(args: &Args, cache_dir: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+/// Deletes trees unused for [`UNUSED_TREES_KEPT`] when the last prune of `dir` is older than
+/// [`PRUNE_EVERY`]. Failures are reported, never fatal: the render already succeeded.
+fn prune_now_and_then(cache: &RepoCache, dir: &Path) {
+    let stamp = dir.join(".last-prune");
+    let due = std::fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .map_or(true, |t| t.elapsed().map_or(true, |age| age >= PRUNE_EVERY));
+    if !due {
+        return;
+    }
+    // Stamped first: runs started meanwhile do not prune as well.
+    if let Err(e) = std::fs::write(&stamp, b"") {
+        tracing::warn!(path = %stamp.display(), error = %e, "cannot mark the cache as pruned");
+        return;
+    }
+    match cache.prune(UNUSED_TREES_KEPT) {
+        Ok(report) => {
+            tracing::debug!(
+                trees = report.trees_removed,
+                blobs = report.blobs_removed,
+                bytes = report.bytes_freed,
+                "pruned the cache"
+            );
+            for failure in report.failures {
+                tracing::warn!(error = %failure, "pruning the cache");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "pruning the cache"),
+    }
+}
+
+fn render(args: &Args, cache_dir: &Path) -> anyhow::Result<(Vec<serde_json::Value>, RepoCache)> {
     // A local path is made absolute so that the cache key does not depend on the working dir.
     let repo_arg = match Path::new(&args.repo).canonicalize() {
         Ok(p) if !args.repo.contains("://") => p.to_string_lossy().into_owned(),
@@ -223,5 +268,6 @@ fn render(args: &Args, cache_dir: &Path) -> anyhow::Result<Vec<serde_json::Value
         from_cache = rendered.from_cache,
         "rendered"
     );
-    Ok(rendered.objects)
+    drop(tree);
+    Ok((rendered.objects, cache))
 }

@@ -202,3 +202,76 @@ fn a_symlink_out_of_the_repository_is_named_in_the_error() {
         "{stderr}"
     );
 }
+
+/// The names of the materialized trees in the cache.
+fn trees(cache: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(cache.join("repos/trees"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.') && !n.contains('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn age(path: &Path, ago: &str) {
+    let out = Command::new("touch")
+        .args(["-h", "-d", ago])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_user_cache_loses_trees_unused_for_a_week_once_a_day() {
+    let tmp = temp_dir("cli-render-prune");
+    let repo = GitRepo::init(tmp.path().join("repo"));
+    repo.write(
+        "app/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n",
+    );
+    repo.commit("one");
+    let cache = tmp.path().join("cache");
+    let render = |what: &str| {
+        let out = capstan(
+            &cache,
+            &["--repo", repo.path().to_str().unwrap(), "--path", "app"],
+        );
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    render("first");
+    let old = trees(&cache);
+    assert_eq!(old.len(), 1, "{old:?}");
+    repo.write(
+        "app/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n",
+    );
+    repo.commit("two");
+
+    // Pruned yesterday: the old tree stays, however old it is.
+    age(&cache.join("repos/trees").join(&old[0]), "10 days ago");
+    age(&cache.join("repos/.last-prune"), "2 hours ago");
+    render("second");
+    let both = trees(&cache);
+    assert_eq!(both.len(), 2, "{both:?}");
+
+    // A day later the tree unused for ten days goes; the one just used stays.
+    age(&cache.join("repos/.last-prune"), "25 hours ago");
+    render("third");
+    let left = trees(&cache);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_ne!(left, old);
+}
