@@ -66,6 +66,13 @@ pub async fn run(api: Api<Application>, args: Args) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     print(&mut out, &diff).context("writing to stdout")?;
     out.flush().context("writing to stdout")?;
+    drop(out);
+    // As `capstan render` does with its cache: no controller runs here to prune this one.
+    let repos = std::sync::Arc::clone(&controller.shared().repos);
+    let git_dir = cache_dir.join("git");
+    tokio::task::spawn_blocking(move || super::render::prune_now_and_then(&repos, &git_dir))
+        .await
+        .context("the prune task failed")?;
     Ok(u8::from(diff.differences().next().is_some()))
 }
 

@@ -157,7 +157,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
 
 /// Deletes trees unused for [`UNUSED_TREES_KEPT`] when the last prune of `dir` is older than
 /// [`PRUNE_EVERY`]. Failures are reported, never fatal: the render already succeeded.
-fn prune_now_and_then(cache: &RepoCache, dir: &Path) {
+pub(crate) fn prune_now_and_then(cache: &RepoCache, dir: &Path) {
     let stamp = dir.join(".last-prune");
     let due = std::fs::metadata(&stamp)
         .and_then(|m| m.modified())
