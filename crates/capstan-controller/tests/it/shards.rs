@@ -13,10 +13,7 @@ use capstan_testkit::temp_dir;
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-};
-use serde_json::json;
+use kube::api::{Api, ListParams};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -163,6 +160,23 @@ async fn events_of(client: &kube::Client, app: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Replica a alone until it holds all `shards` (an even number), then replica b, which gets
+/// its fair share: a releases half of them and b takes them. Returns both and the split.
+async fn a_then_b(env: &Env, shards: u32) -> (Replica, Replica, BTreeMap<u32, String>) {
+    let a = Replica::start(env, "replica-a", shards);
+    until_holders(&env.client, "a alone to hold every shard", |h| {
+        count_of(h, "replica-a") == shards as usize
+    })
+    .await;
+    let b = Replica::start(env, "replica-b", shards);
+    let half = shards as usize / 2;
+    let split = until_holders(&env.client, "half of the shards each", |h| {
+        count_of(h, "replica-a") == half && count_of(h, "replica-b") == half
+    })
+    .await;
+    (a, b, split)
+}
+
 fn automated() -> Option<SyncPolicyAutomated> {
     Some(SyncPolicyAutomated::default())
 }
@@ -170,17 +184,7 @@ fn automated() -> Option<SyncPolicyAutomated> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_the_shards_and_each_application_is_synced_by_its_shard_s_holder() {
     let env = Env::start_idle(|_| {}).await;
-    let a = Replica::start(&env, "replica-a", 4);
-    until_holders(&env.client, "a alone to hold every shard", |h| {
-        count_of(h, "replica-a") == 4
-    })
-    .await;
-    // A newcomer gets its fair share: a releases two shards, b takes them.
-    let b = Replica::start(&env, "replica-b", 4);
-    let split = until_holders(&env.client, "two shards each", |h| {
-        count_of(h, "replica-a") == 2 && count_of(h, "replica-b") == 2
-    })
-    .await;
+    let (a, b, split) = a_then_b(&env, 4).await;
 
     // Two applications per shard, so that both replicas have work.
     let names: Vec<String> = (0..4)
@@ -226,118 +230,30 @@ async fn replicas_share_the_shards_and_each_application_is_synced_by_its_shard_s
     drop((a, b));
 }
 
-// An Ingress stays Progressing until something sets its load balancer address (nothing does
-// on the devcluster): the sync waits in wave 0 until the test sets it.
-const INGRESS: &str = "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: front
-  annotations:
-    capstan.dev/sync-wave: \"0\"
-spec:
-  rules:
-  - host: shop.example.invalid
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service:
-            name: web
-            port:
-              number: 80
-";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_replica_s_shard_is_taken_over_and_its_sync_resumed_once() {
     let env = Env::start_idle(|_| {}).await;
-    let a = Replica::start(&env, "replica-a", 2);
-    until_holders(&env.client, "a to hold both shards", |h| {
-        count_of(h, "replica-a") == 2
-    })
-    .await;
-    let b = Replica::start(&env, "replica-b", 2);
-    let split = until_holders(&env.client, "one shard each", |h| {
-        count_of(h, "replica-a") == 1 && count_of(h, "replica-b") == 1
-    })
-    .await;
+    let (a, b, split) = a_then_b(&env, 2).await;
     let shard_of_a = *split
         .iter()
         .find(|(_, h)| *h == "replica-a")
         .expect("a holds a shard")
         .0;
     let name = app_in_shard("resumable", shard_of_a, 2, 0);
-    env.commit(
-        &[
-            ("app/ingress.yaml", Some(INGRESS)),
-            (
-                "app/after.yaml",
-                Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    capstan.dev/sync-wave: \"1\"\ndata:\n  key: v\n"),
-            ),
-        ],
-        "two waves",
-    );
-    env.create_app(&name, env.spec("app", None)).await;
-    env.until(&name, "the first comparison", |a| {
-        !sync_status(a).is_empty()
-    })
-    .await;
-    capstan_controller::ops::request_sync(&env.apps, &name, Default::default(), "tester")
-        .await
-        .expect("sync requested");
-    env.until(&name, "the sync to be running", |a| {
-        a.status
-            .as_ref()
-            .and_then(|s| s.operation_state.as_ref())
-            .is_some_and(|o| o.phase == "Running")
-    })
-    .await;
-    let ingresses: Api<DynamicObject> = Api::namespaced_with(
-        env.client.clone(),
-        "demo",
-        &ApiResource::from_gvk(&GroupVersionKind::gvk("networking.k8s.io", "v1", "Ingress")),
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while ingresses.get_opt("front").await.expect("get").is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Ingress never applied"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.start_a_sync_stuck_in_wave_zero(&name).await;
     a.crash();
     assert!(
         env.cm("after").await.is_none(),
         "wave 1 before wave 0 was healthy"
     );
-    ingresses
-        .patch_status(
-            "front",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.7"}]}}})),
-        )
-        .await
-        .expect("load balancer set");
+    env.open_wave_zero().await;
 
     // b takes a's shard once its lease has expired, and finishes the sync.
     until_holders(&env.client, "b to hold both shards", |h| {
         count_of(h, "replica-b") == 2
     })
     .await;
-    let app = env
-        .until(&name, "the resumed sync to finish", |a| {
-            a.status
-                .as_ref()
-                .and_then(|s| s.operation_state.as_ref())
-                .is_some_and(|o| o.phase != "Running")
-                && a.operation.is_none()
-        })
-        .await;
-    let status = app.status.expect("status");
-    let state = status.operation_state.expect("operation state");
-    assert_eq!(state.phase, "Succeeded", "{}", state.message);
-    assert_eq!(status.history.len(), 1, "{:?}", status.history);
-    assert!(env.cm("after").await.is_some());
+    env.until_the_resumed_sync_succeeded(&name).await;
     let events = events_of(&env.client, &name).await;
     assert_eq!(
         events.first().map(|(r, i)| (r.as_str(), i.as_str())),

@@ -10,6 +10,26 @@ use std::process::{Child, Command, Output, Stdio};
 /// Kills the server when the test ends, passed or not.
 pub(crate) struct Server(pub(crate) Child);
 
+impl Server {
+    /// `capstan server` against the cluster of `kubeconfig`, refreshing every second, its API
+    /// and metrics on free ports (announced on its stdout, which is piped), with `extra` flags.
+    pub(crate) fn start(kubeconfig: &Path, cache: &Path, extra: &[&str]) -> Server {
+        Server(
+            Command::new(env!("CARGO_BIN_EXE_capstan"))
+                .args(["server", "--reconcile-interval", "1s"])
+                .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+                .arg("--cache-dir")
+                .arg(cache)
+                .args(extra)
+                .env("KUBECONFIG", kubeconfig)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("capstan server starts"),
+        )
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -85,27 +105,7 @@ async fn install_server_and_app_commands_deploy_an_application() {
     repo.commit("first");
 
     let cache = tmp.path().join("cache");
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_capstan"))
-            .args([
-                "server",
-                "--reconcile-interval",
-                "1s",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--identity",
-                "cli-test-server",
-                "--cache-dir",
-            ])
-            .arg(&cache)
-            .env("KUBECONFIG", &kubeconfig)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut server = Server::start(&kubeconfig, &cache, &["--identity", "cli-test-server"]);
     let announced = read_announcement(&mut server.0);
 
     let repo_url = repo.path().display().to_string();

@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
 use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn image_of(deployment: &Deployment) -> String {
@@ -96,27 +95,10 @@ async fn capstan_installs_itself_and_manages_its_installation_from_git() {
     // The in-cluster controller (the Deployment's pods are simulated: a `capstan server` with
     // the same arguments stands in for them).
     let cache = tmp.path().join("cache");
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_capstan"))
-            .args([
-                "server",
-                "--namespace",
-                "capstan",
-                "--no-install-crd",
-                "--reconcile-interval",
-                "1s",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--cache-dir",
-            ])
-            .arg(&cache)
-            .env("KUBECONFIG", &kubeconfig)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("capstan server starts"),
+    let mut server = Server::start(
+        &kubeconfig,
+        &cache,
+        &["--namespace", "capstan", "--no-install-crd"],
     );
     let stdout = server.0.stdout.take().expect("stdout");
     let mut lines = std::io::BufReader::new(stdout).lines();

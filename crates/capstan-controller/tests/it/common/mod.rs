@@ -235,3 +235,112 @@ pub fn cm_value(cm: Option<&ConfigMap>) -> Option<String> {
     cm.and_then(|c| c.data.as_ref())
         .and_then(|d| d.get("key").cloned())
 }
+
+// An Ingress stays Progressing until something sets its load balancer address (nothing does
+// on the devcluster): a sync of this two-wave application waits in wave 0 until the test opens
+// it with [`Env::open_wave_zero`].
+const WAVE_ZERO_INGRESS: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: front
+  annotations:
+    capstan.dev/sync-wave: \"0\"
+spec:
+  rules:
+  - host: shop.example.invalid
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: web
+            port:
+              number: 80
+";
+
+const WAVE_ONE_CONFIGMAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    capstan.dev/sync-wave: \"1\"\ndata:\n  key: v\n";
+
+impl Env {
+    fn ingresses(&self) -> kube::Api<kube::api::DynamicObject> {
+        use kube::api::{ApiResource, GroupVersionKind};
+        Api::namespaced_with(
+            self.client.clone(),
+            "demo",
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("networking.k8s.io", "v1", "Ingress")),
+        )
+    }
+
+    /// Commits the two-wave application under `app/`, creates `name` (manual) over it,
+    /// requests a sync and returns once that sync is Running and stuck in wave 0: the Ingress
+    /// applied and waited for, the wave-1 ConfigMap `after` not applied.
+    pub async fn start_a_sync_stuck_in_wave_zero(&self, name: &str) {
+        self.commit(
+            &[
+                ("app/ingress.yaml", Some(WAVE_ZERO_INGRESS)),
+                ("app/after.yaml", Some(WAVE_ONE_CONFIGMAP)),
+            ],
+            "two waves",
+        );
+        self.create_app(name, self.spec("app", None)).await;
+        self.until(name, "the first comparison", |a| !sync_status(a).is_empty())
+            .await;
+        capstan_controller::ops::request_sync(&self.apps, name, Default::default(), "tester")
+            .await
+            .expect("sync requested");
+        self.until(name, "the sync to be running", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.operation_state.as_ref())
+                .is_some_and(|o| o.phase == "Running")
+        })
+        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self
+            .ingresses()
+            .get_opt("front")
+            .await
+            .expect("get")
+            .is_none()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Ingress never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sets the Ingress's load balancer address: wave 0 becomes Healthy.
+    pub async fn open_wave_zero(&self) {
+        self.ingresses()
+            .patch_status(
+                "front",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!(
+                    {"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.7"}]}}}
+                )),
+            )
+            .await
+            .expect("load balancer set");
+    }
+
+    /// Waits for the sync started by [`Env::start_a_sync_stuck_in_wave_zero`] to finish after
+    /// an interruption, and checks it ended as one successful sync with one history entry.
+    pub async fn until_the_resumed_sync_succeeded(&self, name: &str) {
+        let app = self
+            .until(name, "the resumed sync to finish", |a| {
+                a.status
+                    .as_ref()
+                    .and_then(|s| s.operation_state.as_ref())
+                    .is_some_and(|o| o.phase != "Running")
+                    && a.operation.is_none()
+            })
+            .await;
+        let status = app.status.expect("status");
+        let state = status.operation_state.expect("operation state");
+        assert_eq!(state.phase, "Succeeded", "{}", state.message);
+        assert_eq!(status.history.len(), 1, "{:?}", status.history);
+        assert!(self.cm("after").await.is_some());
+    }
+}
