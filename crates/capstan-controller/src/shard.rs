@@ -130,12 +130,8 @@ pub fn default_identity() -> String {
 /// The shard of the application `namespace/name` among `shards`: FNV-1a (64 bit) of
 /// `namespace/name`, modulo `shards`. Fixed forever: replicas of different versions must agree.
 pub fn shard_of(namespace: &str, name: &str, shards: u32) -> u32 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in namespace.bytes().chain([b'/']).chain(name.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash % u64::from(shards.max(1))) as u32
+    let key = namespace.bytes().chain([b'/']).chain(name.bytes());
+    (capstan_api::names::fnv1a(key) % u64::from(shards.max(1))) as u32
 }
 
 /// Name of the lease of shard `index`.
@@ -146,25 +142,8 @@ pub fn shard_lease_name(index: u32) -> String {
 /// Name of the member lease of `identity`: a DNS-1123 rendering of it with a hash of the
 /// exact identity, so that two identities never share a lease.
 pub fn member_lease_name(identity: &str) -> String {
-    let mut readable: String = identity
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    // 26 + 28 + 1 + 8 = 63, the longest name a DNS label allows.
-    readable.truncate(28);
-    let readable = readable.trim_matches('-');
-    let hash = shard_of("", identity, u32::MAX);
-    if readable.is_empty() {
-        format!("capstan-controller-member-{hash:08x}")
-    } else {
-        format!("capstan-controller-member-{readable}-{hash:08x}")
-    }
+    // 26 + 28 + 10 = 63, the longest name a DNS label allows.
+    capstan_api::names::generated_name("capstan-controller-member", identity, identity, 28)
 }
 
 /// Per shard: the epoch of this replica's current hold, `None` when not held. A new hold gets

@@ -226,27 +226,28 @@ impl Metrics {
             "capstan_render_duration_seconds",
             "Duration of one manifest render.",
         );
-        out.push_str("# HELP capstan_queue_depth Applications waiting for a reconcile.\n");
-        out.push_str("# TYPE capstan_queue_depth gauge\n");
-        let _ = writeln!(
-            out,
-            "capstan_queue_depth {}",
-            self.0.queue_depth.load(Ordering::Relaxed)
-        );
-        out.push_str("# HELP capstan_shards Shards the applications are split into.\n");
-        out.push_str("# TYPE capstan_shards gauge\n");
-        let _ = writeln!(
-            out,
-            "capstan_shards {}",
-            self.0.shards.load(Ordering::Relaxed)
-        );
-        out.push_str("# HELP capstan_shards_held Shards this replica holds the lease of.\n");
-        out.push_str("# TYPE capstan_shards_held gauge\n");
-        let _ = writeln!(
-            out,
-            "capstan_shards_held {}",
-            self.0.shards_held.load(Ordering::Relaxed)
-        );
+        let gauges = [
+            (
+                "capstan_queue_depth",
+                "Applications waiting for a reconcile.",
+                &self.0.queue_depth,
+            ),
+            (
+                "capstan_shards",
+                "Shards the applications are split into.",
+                &self.0.shards,
+            ),
+            (
+                "capstan_shards_held",
+                "Shards this replica holds the lease of.",
+                &self.0.shards_held,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
         out
     }
 }

@@ -285,31 +285,13 @@ fn url_key(url: &str, template: bool) -> anyhow::Result<String> {
 /// `repo-…`/`creds-…` plus a readable part of the URL and a hash of its normalised form, so
 /// two URLs never share a Secret and the name stays a valid DNS label.
 fn secret_name(kind: &str, key: &str) -> String {
-    // FNV-1a: stable across releases (std's hasher is not), and enough to tell URLs apart.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
     let tail = key.rsplit('/').find(|s| !s.is_empty()).unwrap_or("repo");
-    let readable: String = tail
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(30)
-        .collect();
     let prefix = if kind == TYPE_REPO_CREDS {
         "creds"
     } else {
         "repo"
     };
-    let readable = readable.trim_matches('-');
-    format!("{prefix}-{readable}-{:08x}", hash as u32)
+    capstan_api::names::generated_name(prefix, tail, key, 30)
 }
 
 fn read_file(path: &Path, flag: &str) -> anyhow::Result<String> {
