@@ -199,11 +199,14 @@ impl Ownership {
         }
     }
 
-    /// A claim on the application's shard when this replica holds it now.
+    /// A claim on the application's shard when this replica holds it now. None once the
+    /// lease manager is gone (it stopped, or failed): nobody renews the leases any more, so
+    /// what it last held is no longer this replica's.
     pub fn claim(&self, namespace: &str, name: &str) -> Option<Claim> {
         let shard = self.shard_of(namespace, name);
         let epoch = match &self.rx {
             None => 0,
+            Some(rx) if rx.has_changed().is_err() => return None,
             Some(rx) => (*rx.borrow()).get(shard as usize).copied().flatten()?,
         };
         Some(Claim {
@@ -1021,6 +1024,9 @@ mod tests {
             .await
             .expect("the claim ends")
             .expect("no panic");
+        // Once the manager is gone, nothing is held any more.
+        drop(tx);
+        assert!(ownership.claim(&ns, &name).is_none());
         // An everything() ownership never loses its claim.
         let all = Ownership::everything();
         let claim = all.claim("capstan", "x").expect("always held");
