@@ -134,9 +134,17 @@ pub fn shard_of(namespace: &str, name: &str, shards: u32) -> u32 {
     (capstan_api::names::fnv1a(key) % u64::from(shards.max(1))) as u32
 }
 
+/// Name prefix of the shard leases; the shard's index follows.
+const SHARD_LEASE_PREFIX: &str = "capstan-controller-shard-";
+
 /// Name of the lease of shard `index`.
 pub fn shard_lease_name(index: u32) -> String {
-    format!("capstan-controller-shard-{index}")
+    format!("{SHARD_LEASE_PREFIX}{index}")
+}
+
+/// The shard whose lease `name` is ([`shard_lease_name`] read back).
+pub fn shard_of_lease(name: &str) -> Option<u32> {
+    name.strip_prefix(SHARD_LEASE_PREFIX)?.parse().ok()
 }
 
 /// Name of the member lease of `identity`: a DNS-1123 rendering of it with a hash of the
@@ -448,30 +456,41 @@ impl ShardManager {
     /// Stops working on every shard, then releases the leases and removes the member lease,
     /// so that the other replicas take over at once.
     pub async fn release_all(&mut self) {
-        let held: Vec<u32> = self.held.keys().copied().collect();
-        for shard in &held {
+        let held = std::mem::take(&mut self.held);
+        for shard in held.keys() {
             self.set_hold(*shard, None);
         }
-        for shard in held {
-            if let Some(h) = self.held.remove(&shard) {
-                self.release(shard, h.lease).await;
+        // The leases as they are now, not as last seen: a retry cut short by the stop may have
+        // renewed a lease, or taken one this replica does not know it holds.
+        let mut mine: BTreeMap<u32, Lease> = held.into_iter().map(|(s, h)| (s, h.lease)).collect();
+        match self
+            .api
+            .list(&ListParams::default().labels(&format!("{LEASE_LABEL}={KIND_SHARD}")))
+            .await
+        {
+            Ok(list) => {
+                for lease in list.items {
+                    let shard = lease.metadata.name.as_deref().and_then(shard_of_lease);
+                    if let Some(shard) = shard
+                        && holder_of(&lease) == Some(self.config.identity.as_str())
+                    {
+                        mine.insert(shard, lease);
+                    }
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "listing the shard leases to release them"),
         }
-        if let Some(member) = self.member.take() {
-            let name = member.metadata.name.clone().unwrap_or_default();
-            let dp =
-                DeleteParams {
-                    preconditions: member.metadata.resource_version.clone().map(|rv| {
-                        Preconditions {
-                            resource_version: Some(rv),
-                            uid: None,
-                        }
-                    }),
-                    ..DeleteParams::default()
-                };
-            if let Err(e) = self.api.delete(&name, &dp).await {
-                tracing::debug!(lease = %name, error = %e, "removing the member lease");
-            }
+        for (shard, lease) in mine {
+            self.release(shard, lease).await;
+        }
+        // By name, without a resourceVersion: nobody else writes this replica's member lease,
+        // and the copy kept here may predate a renewal cut short by the stop.
+        self.member = None;
+        let name = member_lease_name(&self.config.identity);
+        match self.api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => tracing::warn!(lease = %name, error = %e, "removing the member lease"),
         }
         self.record();
     }
@@ -572,11 +591,7 @@ impl ShardManager {
                 let name = lease.metadata.name.as_deref()?;
                 let shard = match labels.get(LEASE_LABEL).map(String::as_str) {
                     Some(KIND_MEMBER) => None,
-                    Some(KIND_SHARD) => Some(
-                        name.strip_prefix("capstan-controller-shard-")?
-                            .parse::<u32>()
-                            .ok()?,
-                    ),
+                    Some(KIND_SHARD) => Some(shard_of_lease(name)?),
                     _ => return None,
                 };
                 Some(LeaseView {
@@ -715,19 +730,40 @@ impl ShardManager {
         }
     }
 
+    /// Clears the holder of a lease this replica holds. The copy kept here may be older than
+    /// the lease (a renewal cut short by a stop may still have been written): on a conflict the
+    /// lease is read again and, while it is still this replica's, released from that copy.
     async fn release(&self, shard: u32, mut lease: Lease) {
-        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        spec.holder_identity = None;
-        spec.lease_duration_seconds = Some(1);
-        spec.renew_time = Some(now_micro());
         let name = shard_lease_name(shard);
-        if let Err(e) = self
-            .api
-            .replace(&name, &PostParams::default(), &lease)
-            .await
-        {
-            // It expires by itself.
-            tracing::debug!(shard, error = %e, "releasing the shard's lease");
+        for _ in 0..3 {
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.renew_time = Some(now_micro());
+            match self
+                .api
+                .replace(&name, &PostParams::default(), &lease)
+                .await
+            {
+                Ok(_) => return,
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => {
+                    // It expires by itself.
+                    tracing::warn!(shard, error = %e, "releasing the shard's lease");
+                    return;
+                }
+            }
+            match self.api.get_opt(&name).await {
+                Ok(Some(current)) if holder_of(&current) == Some(self.config.identity.as_str()) => {
+                    lease = current;
+                }
+                // Someone else's now, or gone: nothing left to release.
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "releasing the shard's lease");
+                    return;
+                }
+            }
         }
     }
 

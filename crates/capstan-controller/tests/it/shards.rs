@@ -87,12 +87,7 @@ async fn holders(client: &kube::Client) -> BTreeMap<u32, String> {
     list.items
         .into_iter()
         .filter_map(|l| {
-            let shard = l
-                .metadata
-                .name?
-                .strip_prefix("capstan-controller-shard-")?
-                .parse()
-                .ok()?;
+            let shard = shard::shard_of_lease(l.metadata.name.as_deref()?)?;
             let holder = l.spec?.holder_identity.filter(|h| !h.is_empty())?;
             Some((shard, holder))
         })

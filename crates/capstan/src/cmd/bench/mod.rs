@@ -1,5 +1,8 @@
 //! `capstan bench`: end-to-end measurements of Capstan on the embedded cluster.
 //!
+//! `bench shards` ([`shards`]) measures several replicas sharing the applications through
+//! shard Leases: failover, rebalancing, hand-over and the leases' idle cost.
+//!
 //! `bench scale` runs everything in this one process, on three tokio runtimes whose threads are
 //! named apart: the embedded cluster on `devcluster` threads, the controller and the HTTP server
 //! (webhook) on `capstan-ctl` threads, and the benchmark driver (its client, its watches, the raw
@@ -36,6 +39,8 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams}
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
+mod shards;
+
 /// Namespace of the Applications (the controller's own).
 const APP_NAMESPACE: &str = appapi::DEFAULT_NAMESPACE;
 /// Applications deploying into one destination namespace.
@@ -67,6 +72,10 @@ enum BenchCommand {
     /// controller on an embedded cluster, and print throughput, refresh CPU, memory, webhook
     /// latency and the raw server-side-apply baseline.
     Scale(ScaleArgs),
+    /// Run several controller replicas sharing N applications through shard Leases: time to
+    /// Synced, the leases' idle CPU, failover after a crash, rebalancing onto a newcomer and the
+    /// hand-over of a replica that stops cleanly.
+    Shards(shards::ShardsArgs),
 }
 
 /// Output format of `bench scale`.
@@ -111,6 +120,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub async fn run(args: Args) -> anyhow::Result<u8> {
     match args.command {
         BenchCommand::Scale(args) => scale(args).await,
+        BenchCommand::Shards(args) => shards::run(args).await,
     }
 }
 
