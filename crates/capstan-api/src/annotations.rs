@@ -52,6 +52,12 @@ pub const ARGOCD_MANIFEST_GENERATE_PATHS: &str = "argocd.argoproj.io/manifest-ge
 /// The field manager Capstan applies with (server-side apply).
 pub const FIELD_MANAGER: &str = "capstan";
 
+/// Label on the Leases through which controller replicas share the applications: `shard` on a
+/// shard's lease, `member` on a replica's own.
+pub const CONTROLLER_LEASE: &str = "capstan.dev/controller-lease";
+/// Annotation on those Leases: the shard count their holder partitions the applications by.
+pub const SHARDS: &str = "capstan.dev/shards";
+
 /// Reads the first present annotation among `names` (Capstan's spelling first).
 pub fn first<'a>(
     annotations: Option<&'a serde_json::Map<String, serde_json::Value>>,

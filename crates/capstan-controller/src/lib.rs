@@ -235,9 +235,11 @@ impl Controller {
         .map_err(|e| ControllerError::Other(format!("renderer: {e}")))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let dirty = Arc::new(Mutex::new(HashSet::new()));
+        let mut recorder = events::recorder(client.clone(), "capstan-controller");
         let (shards, ownership) = match &config.sharding {
             Some(sharding) => {
                 sharding.validate().map_err(ControllerError::Other)?;
+                recorder = recorder.with_instance(&sharding.identity);
                 let (manager, ownership) = shard::ShardManager::new(
                     client.clone(),
                     sharding.clone(),
@@ -247,10 +249,6 @@ impl Controller {
             }
             None => (None, shard::Ownership::everything()),
         };
-        let mut recorder = events::recorder(client.clone(), "capstan-controller");
-        if let Some(sharding) = &config.sharding {
-            recorder = recorder.with_instance(&sharding.identity);
-        }
         let shared = Shared {
             live: LiveCache::new(client.clone(), tx.clone(), Arc::clone(&dirty)),
             recorder,

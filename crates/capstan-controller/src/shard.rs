@@ -16,9 +16,12 @@
 //!   the shard are dropped, see [`Claim::lost`]) before anyone else may take the shard over. An
 //!   interrupted sync leaves `status.operationState` Running and the next owner resumes it, as a
 //!   restarted controller does.
-//! - Every shard lease carries the shard count of its holder (annotation `capstan.dev/shards`);
-//!   a replica configured with another count takes no shard while a lease of the old count is
-//!   held, so two partitions of the applications never run at once while `--shards` changes.
+//! - Every lease carries the shard count of its holder (annotation `capstan.dev/shards`); a
+//!   replica configured with another count takes no shard while a lease of the old count is
+//!   held, so two partitions of the applications do not run at once while `--shards` changes.
+//!   The check is made before taking a shard, not atomically with it: two replicas of different
+//!   counts that both see no lease held, and take one in the same retry, both work until one of
+//!   their leases is released.
 //! - A replica that stops cleanly releases its leases (holder cleared) so that the others take
 //!   over at their next retry instead of after the lease duration.
 //!
@@ -36,16 +39,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+use capstan_api::annotations::{CONTROLLER_LEASE as LEASE_LABEL, SHARDS as SHARDS_ANNOTATION};
+
 use crate::metrics::Recorder;
 
-/// Label on every lease this module writes; its value is [`KIND_SHARD`] or [`KIND_MEMBER`].
-pub const LEASE_LABEL: &str = "capstan.dev/controller-lease";
-/// [`LEASE_LABEL`] value of a shard lease.
+/// [`CONTROLLER_LEASE`](capstan_api::annotations::CONTROLLER_LEASE) value of a shard lease.
 pub const KIND_SHARD: &str = "shard";
-/// [`LEASE_LABEL`] value of a member lease.
+/// [`CONTROLLER_LEASE`](capstan_api::annotations::CONTROLLER_LEASE) value of a member lease.
 pub const KIND_MEMBER: &str = "member";
-/// Annotation on every lease: the shard count its holder partitions the applications by.
-pub const SHARDS_ANNOTATION: &str = "capstan.dev/shards";
+
+/// The label selector of the shard leases.
+pub fn shard_lease_selector() -> String {
+    format!("{LEASE_LABEL}={KIND_SHARD}")
+}
 
 /// How a replica takes part in sharding.
 #[derive(Debug, Clone)]
@@ -189,22 +195,9 @@ impl Ownership {
         }
     }
 
-    /// The shard count.
-    pub fn shards(&self) -> u32 {
-        self.shards
-    }
-
     /// The shard of an application.
     pub fn shard_of(&self, namespace: &str, name: &str) -> u32 {
         shard_of(namespace, name, self.shards)
-    }
-
-    /// The shards held now.
-    pub fn held(&self) -> BTreeSet<u32> {
-        match &self.rx {
-            None => BTreeSet::from([0]),
-            Some(rx) => held_of(&rx.borrow()),
-        }
     }
 
     /// A claim on the application's shard when this replica holds it now. None once the
@@ -258,11 +251,6 @@ impl Follower {
 }
 
 impl Claim {
-    /// The claimed shard.
-    pub fn shard(&self) -> u32 {
-        self.shard
-    }
-
     /// Completes when the replica no longer holds the shard under this claim's hold (released,
     /// lost, or lost and taken again since, or the manager gone). Never completes while the
     /// hold lasts, nor at all when not sharding.
@@ -280,14 +268,6 @@ impl Claim {
             }
         }
     }
-}
-
-fn held_of(holds: &Holds) -> BTreeSet<u32> {
-    holds
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| e.map(|_| i as u32))
-        .collect()
 }
 
 /// A lease as one replica sees it at one moment: the input of [`decide`].
@@ -395,7 +375,6 @@ pub struct ShardManager {
     tx: watch::Sender<Holds>,
     seen: HashMap<String, Seen>,
     held: BTreeMap<u32, Held>,
-    member: Option<Lease>,
     next_epoch: u64,
     waiting_logged: Option<String>,
     recorder: Arc<dyn Recorder>,
@@ -419,7 +398,6 @@ impl ShardManager {
             tx,
             seen: HashMap::new(),
             held: BTreeMap::new(),
-            member: None,
             next_epoch: 1,
             waiting_logged: None,
             recorder,
@@ -465,7 +443,7 @@ impl ShardManager {
         let mut mine: BTreeMap<u32, Lease> = held.into_iter().map(|(s, h)| (s, h.lease)).collect();
         match self
             .api
-            .list(&ListParams::default().labels(&format!("{LEASE_LABEL}={KIND_SHARD}")))
+            .list(&ListParams::default().labels(&shard_lease_selector()))
             .await
         {
             Ok(list) => {
@@ -484,8 +462,7 @@ impl ShardManager {
             self.release(shard, lease).await;
         }
         // By name, without a resourceVersion: nobody else writes this replica's member lease,
-        // and the copy kept here may predate a renewal cut short by the stop.
-        self.member = None;
+        // and the last copy seen may predate a renewal cut short by the stop.
         let name = member_lease_name(&self.config.identity);
         match self.api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
@@ -609,35 +586,24 @@ impl ShardManager {
             .collect()
     }
 
-    async fn renew_member(&mut self, list: &[Lease]) {
+    /// Writes this replica's member lease anew (holder, count, renewal), created when missing.
+    async fn renew_member(&self, list: &[Lease]) {
         let name = member_lease_name(&self.config.identity);
+        let mut lease = self.new_lease(&name, KIND_MEMBER);
         let current = list
             .iter()
             .find(|l| l.metadata.name.as_deref() == Some(name.as_str()));
         let result = match current {
-            Some(lease) => {
-                let mut lease = lease.clone();
-                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-                spec.holder_identity = Some(self.config.identity.clone());
-                spec.renew_time = Some(now_micro());
-                spec.lease_duration_seconds = Some(self.duration_seconds());
-                lease
-                    .metadata
-                    .annotations
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(SHARDS_ANNOTATION.into(), self.config.shards.to_string());
+            Some(current) => {
+                lease.metadata.resource_version = current.metadata.resource_version.clone();
                 self.api
                     .replace(&name, &PostParams::default(), &lease)
                     .await
             }
-            None => {
-                let lease = self.new_lease(&name, KIND_MEMBER);
-                self.api.create(&PostParams::default(), &lease).await
-            }
+            None => self.api.create(&PostParams::default(), &lease).await,
         };
-        match result {
-            Ok(lease) => self.member = Some(lease),
-            Err(e) => tracing::debug!(lease = %name, error = %e, "renewing the member lease"),
+        if let Err(e) = result {
+            tracing::debug!(lease = %name, error = %e, "renewing the member lease");
         }
     }
 

@@ -8,7 +8,7 @@ use crate::common;
 
 use capstan_api::application::SyncPolicyAutomated;
 use capstan_controller::Controller;
-use capstan_controller::shard::{self, KIND_SHARD, LEASE_LABEL, ShardConfig};
+use capstan_controller::shard::{self, ShardConfig};
 use capstan_testkit::temp_dir;
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -81,7 +81,7 @@ impl Drop for Replica {
 async fn holders(client: &kube::Client) -> BTreeMap<u32, String> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
     let list = leases
-        .list(&ListParams::default().labels(&format!("{LEASE_LABEL}={KIND_SHARD}")))
+        .list(&ListParams::default().labels(&shard::shard_lease_selector()))
         .await
         .expect("list leases");
     list.items

@@ -9,7 +9,7 @@
 
 use super::*;
 
-use capstan_controller::shard::{self, KIND_SHARD, LEASE_LABEL, ShardConfig};
+use capstan_controller::shard::{self, ShardConfig};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::ListParams;
 
@@ -109,7 +109,7 @@ impl Drop for Replica {
 /// Shard → holder of the shard leases that have one.
 async fn holders(leases: &Api<Lease>) -> anyhow::Result<BTreeMap<u32, String>> {
     let list = leases
-        .list(&ListParams::default().labels(&format!("{LEASE_LABEL}={KIND_SHARD}")))
+        .list(&ListParams::default().labels(&shard::shard_lease_selector()))
         .await
         .context("listing the shard leases")?;
     Ok(list
