@@ -55,6 +55,25 @@ pub struct Comparison {
     pub cluster_scoped: Vec<(String, String)>,
     /// Diff status per desired object, for the plan.
     pub diff_status: HashMap<capstan_engine::plan::ObjectRef, DiffStatus>,
+    /// How many of the objects requiring pruning no sync prunes: they say `Prune=false` or
+    /// `Delete=false` (their annotation, else the application's sync options).
+    pub never_pruned: usize,
+}
+
+impl Comparison {
+    /// Whether all that is out of sync is live objects a sync with `prune` would leave: they
+    /// only require pruning, and `prune` is off or none of them may be pruned. Such a sync
+    /// could change nothing (an automated one is skipped, as Argo CD skips it: with self-heal
+    /// it would run again after every backoff).
+    pub fn only_unprunable_left(&self, prune: bool) -> bool {
+        let pruning = self.resources.iter().filter(|r| r.requires_pruning).count();
+        pruning > 0
+            && self
+                .resources
+                .iter()
+                .all(|r| r.status == appapi::SYNC_SYNCED || r.requires_pruning)
+            && (!prune || self.never_pruned == pruning)
+    }
 }
 
 /// A kind of the desired state that discovery does not know yet, defined by a
@@ -415,6 +434,12 @@ pub fn compare(
     let mut live_seen: HashMap<(String, String, String, String), Arc<Value>> = HashMap::new();
     let mut images = BTreeSet::new();
     let mut all_synced = true;
+    let mut never_pruned = 0;
+    let sync_options = app
+        .spec
+        .sync_policy
+        .as_ref()
+        .map_or(&[][..], |p| p.sync_options.as_slice());
 
     for obj in &desired.objects {
         if is_hook(obj) {
@@ -511,6 +536,9 @@ pub fn compare(
         };
         if !seen.contains(&id) && !is_hook(&value) {
             all_synced = false;
+            if capstan_engine::plan::never_pruned(&value, sync_options) {
+                never_pruned += 1;
+            }
             resources.push(ResourceStatus {
                 group: resource.group.clone(),
                 version: resource.version.clone(),
@@ -549,6 +577,7 @@ pub fn compare(
         images: images.into_iter().collect(),
         cluster_scoped: cluster_scoped.into_iter().collect(),
         diff_status,
+        never_pruned,
     })
 }
 

@@ -428,39 +428,6 @@ async fn follow_shards(
     }
 }
 
-/// Whether all that is out of sync is live objects an automated sync would leave: they only
-/// require pruning, and automated prune is off or they say `Prune=false`/`Delete=false`. Such a
-/// sync could change nothing, and with self-heal it would run again after every backoff, so it
-/// is skipped (as Argo CD skips it); the application shows OutOfSync until a person prunes or
-/// Git has the objects again.
-fn only_unprunable_left(cmp: &Comparison, prune: bool, sync_options: &[String]) -> bool {
-    let live_of = |r: &appapi::ResourceStatus| {
-        cmp.live.iter().find(|v| {
-            let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-            let group = api_version.split_once('/').map_or("", |(g, _)| g);
-            group == r.group
-                && v.get("kind").and_then(Value::as_str) == Some(r.kind.as_str())
-                && v.pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    == r.namespace
-                && v.pointer("/metadata/name").and_then(Value::as_str) == Some(r.name.as_str())
-        })
-    };
-    let mut out_of_sync = cmp
-        .resources
-        .iter()
-        .filter(|r| r.status != appapi::SYNC_SYNCED)
-        .peekable();
-    out_of_sync.peek().is_some()
-        && out_of_sync.all(|r| {
-            r.requires_pruning
-                && (!prune
-                    || live_of(r)
-                        .is_some_and(|v| capstan_engine::plan::never_pruned(v, sync_options)))
-        })
-}
-
 /// A running sync's entry in `Shared::running`, removed however the sync ends: also when its
 /// reconcile is dropped part-way (its shard was lost).
 struct RunningSync<'a> {
@@ -909,15 +876,7 @@ async fn reconcile(
         && cmp.sync_status == appapi::SYNC_OUT_OF_SYNC
         && status.lock.is_none()
         && cmp.shared.is_empty()
-        && !only_unprunable_left(
-            cmp,
-            automated.prune,
-            &app.spec
-                .sync_policy
-                .as_ref()
-                .map(|p| p.sync_options.clone())
-                .unwrap_or_default(),
-        )
+        && !cmp.only_unprunable_left(automated.prune)
     {
         let last = previous.operation_state.as_ref();
         // A selective sync deployed part of the revision only: it is no attempt of it.
