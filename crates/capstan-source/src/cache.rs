@@ -672,6 +672,26 @@ impl RepoCache {
         (hold, touch)
     }
 
+    /// [`prune`](Self::prune), when the last prune through this method is older than `every`
+    /// (a stamp file in the cache directory, written first, so that processes started meanwhile
+    /// do not prune as well): for short-lived processes (`capstan render`, `capstan app diff`)
+    /// that run no periodic prune. `None` when it was not due.
+    pub fn prune_if_due(
+        &self,
+        every: Duration,
+        max_unused: Duration,
+    ) -> Result<Option<PruneReport>, SourceError> {
+        let stamp = self.dir.join(".last-prune");
+        let due = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .map_or(true, |t| t.elapsed().map_or(true, |age| age >= every));
+        if !due {
+            return Ok(None);
+        }
+        std::fs::write(&stamp, b"").map_err(|e| SourceError::io(&stamp, e))?;
+        self.prune(max_unused).map(Some)
+    }
+
     /// Delete what no one has used for `max_unused`: materialized trees not materialized, nor
     /// held by a live [`Tree`], for at least that long; then blobs that no tree links any more;
     /// and temporaries left by failed or crashed writes. Returns what was removed.

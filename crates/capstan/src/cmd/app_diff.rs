@@ -69,8 +69,7 @@ pub async fn run(api: Api<Application>, args: Args) -> anyhow::Result<u8> {
     drop(out);
     // As `capstan render` does with its cache: no controller runs here to prune this one.
     let repos = std::sync::Arc::clone(&controller.shared().repos);
-    let git_dir = cache_dir.join("git");
-    tokio::task::spawn_blocking(move || super::render::prune_now_and_then(&repos, &git_dir))
+    tokio::task::spawn_blocking(move || super::render::prune_now_and_then(&repos))
         .await
         .context("the prune task failed")?;
     Ok(u8::from(diff.differences().next().is_some()))

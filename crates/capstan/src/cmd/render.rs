@@ -129,7 +129,6 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     };
     let output = args.output;
     // Git and the tools block; keep them off the async runtime's workers.
-    let repos = cache_dir.join("repos");
     let (objects, cache) = tokio::task::spawn_blocking(move || render(&args, &cache_dir))
         .await
         .context("the render task failed")??;
@@ -149,29 +148,18 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     stdout.flush()?;
     drop(stdout);
     // The output is complete: a prune now delays only the exit.
-    tokio::task::spawn_blocking(move || prune_now_and_then(&cache, &repos))
+    tokio::task::spawn_blocking(move || prune_now_and_then(&cache))
         .await
         .context("the prune task failed")?;
     Ok(0)
 }
 
-/// Deletes trees unused for [`UNUSED_TREES_KEPT`] when the last prune of `dir` is older than
-/// [`PRUNE_EVERY`]. Failures are reported, never fatal: the render already succeeded.
-pub(crate) fn prune_now_and_then(cache: &RepoCache, dir: &Path) {
-    let stamp = dir.join(".last-prune");
-    let due = std::fs::metadata(&stamp)
-        .and_then(|m| m.modified())
-        .map_or(true, |t| t.elapsed().map_or(true, |age| age >= PRUNE_EVERY));
-    if !due {
-        return;
-    }
-    // Stamped first: runs started meanwhile do not prune as well.
-    if let Err(e) = std::fs::write(&stamp, b"") {
-        tracing::warn!(path = %stamp.display(), error = %e, "cannot mark the cache as pruned");
-        return;
-    }
-    match cache.prune(UNUSED_TREES_KEPT) {
-        Ok(report) => {
+/// Deletes the trees unused for [`UNUSED_TREES_KEPT`] when the last such prune is older than
+/// [`PRUNE_EVERY`]. Failures are reported, never fatal: the command already succeeded.
+pub(crate) fn prune_now_and_then(cache: &RepoCache) {
+    match cache.prune_if_due(PRUNE_EVERY, UNUSED_TREES_KEPT) {
+        Ok(None) => {}
+        Ok(Some(report)) => {
             tracing::debug!(
                 trees = report.trees_removed,
                 blobs = report.blobs_removed,
