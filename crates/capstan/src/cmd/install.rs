@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use capstan_api::annotations as ann;
 use capstan_api::tracking::TrackingId;
+use capstan_controller::compare::gvk_of;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
 /// The name of the Application that manages Capstan's own installation (`--self-manage`).
@@ -232,7 +233,7 @@ pub fn manifests(install: &Install) -> anyhow::Result<Vec<Value>> {
 
 /// The tracking id `app` (in `namespace`) gives `manifest`, as its sync would.
 fn tracking_id(namespace: &str, app: &str, manifest: &Value) -> Option<String> {
-    let (kind, _) = gvk(manifest)?;
+    let kind = gvk_of(manifest).ok()?;
     Some(
         TrackingId {
             app_namespace: namespace.to_string(),
@@ -250,17 +251,6 @@ fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
-/// The group/version/kind of a manifest and whether it is namespaced.
-fn gvk(manifest: &Value) -> Option<(GroupVersionKind, bool)> {
-    let api_version = manifest.get("apiVersion")?.as_str()?;
-    let kind = manifest.get("kind")?.as_str()?;
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    Some((
-        GroupVersionKind::gvk(group, version, kind),
-        manifest.pointer("/metadata/namespace").is_some(),
-    ))
-}
-
 /// Server-side applies `manifests` in order, as field manager `capstan` (the controller's, so
 /// that a self-managing Application owns these fields as they are, without conflicts). A CRD is
 /// awaited until Established before what follows, which may be of its kind.
@@ -268,10 +258,9 @@ pub async fn apply(client: &kube::Client, manifests: &[Value]) -> anyhow::Result
     let params = PatchParams::apply(ann::FIELD_MANAGER).force();
     for manifest in manifests {
         let name = str_at(manifest, "/metadata/name");
-        let (gvk, namespaced) = gvk(manifest)
-            .with_context(|| format!("a manifest without apiVersion or kind: {manifest}"))?;
+        let gvk = gvk_of(manifest).map_err(anyhow::Error::msg)?;
         let resource = ApiResource::from_gvk(&gvk);
-        let api: Api<DynamicObject> = if namespaced {
+        let api: Api<DynamicObject> = if manifest.pointer("/metadata/namespace").is_some() {
             Api::namespaced_with(
                 client.clone(),
                 str_at(manifest, "/metadata/namespace"),

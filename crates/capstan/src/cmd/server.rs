@@ -118,11 +118,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         cache_dir: args.cache_dir.clone(),
         cache_max_unused: args.cache_max_unused,
         recorder: Arc::new(metrics.clone()),
-        ..capstan_controller::Config::default()
-    };
-    let config = capstan_controller::Config {
         sharding: sharding(&args)?,
-        ..config
+        ..capstan_controller::Config::default()
     };
     let controller = capstan_controller::Controller::new(client.clone(), config)?;
 
