@@ -49,8 +49,24 @@ pub const KIND_SHARD: &str = "shard";
 pub const KIND_MEMBER: &str = "member";
 
 /// The label selector of the shard leases.
-pub fn shard_lease_selector() -> String {
+fn shard_lease_selector() -> String {
     format!("{LEASE_LABEL}={KIND_SHARD}")
+}
+
+/// Who holds each shard now, from the shard leases in `api`'s namespace (shards nobody holds are
+/// left out).
+pub async fn holders(api: &Api<Lease>) -> Result<BTreeMap<u32, String>, kube::Error> {
+    let list = api
+        .list(&ListParams::default().labels(&shard_lease_selector()))
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|l| {
+            let shard = shard_of_lease(l.metadata.name.as_deref()?)?;
+            Some((shard, holder_of(l)?.to_string()))
+        })
+        .collect())
 }
 
 /// How a replica takes part in sharding.

@@ -79,19 +79,9 @@ impl Drop for Replica {
 
 /// Shard → holder, for the shard leases that have one.
 async fn holders(client: &kube::Client) -> BTreeMap<u32, String> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
-    let list = leases
-        .list(&ListParams::default().labels(&shard::shard_lease_selector()))
+    shard::holders(&Api::namespaced(client.clone(), NS))
         .await
-        .expect("list leases");
-    list.items
-        .into_iter()
-        .filter_map(|l| {
-            let shard = shard::shard_of_lease(l.metadata.name.as_deref()?)?;
-            let holder = l.spec?.holder_identity.filter(|h| !h.is_empty())?;
-            Some((shard, holder))
-        })
-        .collect()
+        .expect("list leases")
 }
 
 async fn until_holders(
@@ -170,6 +160,11 @@ async fn a_then_b(env: &Env, shards: u32) -> (Replica, Replica, BTreeMap<u32, St
     })
     .await;
     (a, b, split)
+}
+
+/// An event of [`events_of`] as a pair of `&str`, to compare with literals.
+fn pair(event: Option<&(String, String)>) -> Option<(&str, &str)> {
+    event.map(|(reason, instance)| (reason.as_str(), instance.as_str()))
 }
 
 fn automated() -> Option<SyncPolicyAutomated> {
@@ -251,12 +246,12 @@ async fn a_crashed_replica_s_shard_is_taken_over_and_its_sync_resumed_once() {
     env.until_the_resumed_sync_succeeded(&name).await;
     let events = events_of(&env.client, &name).await;
     assert_eq!(
-        events.first().map(|(r, i)| (r.as_str(), i.as_str())),
+        pair(events.first()),
         Some(("OperationStarted", "replica-a")),
         "{events:?}"
     );
     assert_eq!(
-        events.last().map(|(r, i)| (r.as_str(), i.as_str())),
+        pair(events.last()),
         Some(("OperationCompleted", "replica-b")),
         "{events:?}"
     );
@@ -307,7 +302,7 @@ async fn a_replica_that_stops_cleanly_hands_over_to_the_standby() {
     );
     let events = events_of(&env.client, "web").await;
     assert_eq!(
-        events.last().map(|(r, i)| (r.as_str(), i.as_str())),
+        pair(events.last()),
         Some(("OperationCompleted", "replica-b")),
         "{events:?}"
     );

@@ -268,6 +268,27 @@ impl AppWatch {
         }
     }
 
+    /// Waits until every application of `names` is Synced and Healthy at `commit`.
+    async fn until_ready(
+        &self,
+        timeout: Duration,
+        what: &str,
+        names: &[String],
+        commit: &str,
+    ) -> anyhow::Result<()> {
+        self.until(
+            timeout,
+            what,
+            |map| {
+                names
+                    .iter()
+                    .all(|n| map.get(n).is_some_and(|s| s.ready_at(commit)))
+            },
+            |map| first_lagging(map, names, |s| s.ready_at(commit)),
+        )
+        .await
+    }
+
     fn snapshot(&self) -> SeenMap {
         self.rx.borrow().clone()
     }
@@ -584,6 +605,28 @@ async fn raw_apply(
     }
 }
 
+/// Creates the benchmark's applications `0..n`, `concurrency` at a time.
+async fn create_applications(
+    apps: &Api<Application>,
+    n: usize,
+    repo_url: &str,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let app = application(i, repo_url);
+            async move {
+                apps.create(&PostParams::default(), &app)
+                    .await
+                    .with_context(|| format!("creating Application {}", app_name(i)))
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<()>()
+        .await
+}
+
 fn application(i: usize, repo_url: &str) -> Application {
     let name = app_name(i);
     let mut app = Application::new(
@@ -859,30 +902,13 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
     let apps: Api<Application> = Api::namespaced(client.clone(), APP_NAMESPACE);
     let cpu_before_sync = controller_cpu();
     let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let apps = apps.clone();
-            let app = application(i, &repo_url);
-            async move {
-                apps.create(&PostParams::default(), &app)
-                    .await
-                    .with_context(|| format!("creating Application {}", app_name(i)))
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .try_collect::<()>()
-        .await?;
+    create_applications(&apps, n, &repo_url, concurrency).await?;
     watch
-        .until(
+        .until_ready(
             timeout,
             "all applications Synced and Healthy",
-            |map| {
-                names
-                    .iter()
-                    .all(|n| map.get(n).is_some_and(|s| s.ready_at(&first_commit)))
-            },
-            |map| first_lagging(map, &names, |s| s.ready_at(&first_commit)),
+            &names,
+            &first_commit,
         )
         .await?;
     let synced_elapsed = started.elapsed();
@@ -957,11 +983,11 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<u8> {
             bail!("the webhook was refused ({status}): {text}");
         }
         watch
-            .until(
+            .until_ready(
                 timeout,
                 &format!("webhook commit {k} applied to {target}"),
-                |map| map.get(&target).is_some_and(|s| s.ready_at(&commit)),
-                |map| first_lagging(map, std::slice::from_ref(&target), |s| s.ready_at(&commit)),
+                std::slice::from_ref(&target),
+                &commit,
             )
             .await?;
         latencies.push(ms(sent.elapsed()));

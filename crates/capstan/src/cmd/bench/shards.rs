@@ -11,7 +11,6 @@ use super::*;
 
 use capstan_controller::shard::{self, ShardConfig};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::ListParams;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct ShardsArgs {
@@ -106,23 +105,6 @@ impl Drop for Replica {
     }
 }
 
-/// Shard → holder of the shard leases that have one.
-async fn holders(leases: &Api<Lease>) -> anyhow::Result<BTreeMap<u32, String>> {
-    let list = leases
-        .list(&ListParams::default().labels(&shard::shard_lease_selector()))
-        .await
-        .context("listing the shard leases")?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter_map(|l| {
-            let shard = shard::shard_of_lease(l.metadata.name.as_deref()?)?;
-            let holder = l.spec?.holder_identity.filter(|h| !h.is_empty())?;
-            Some((shard, holder))
-        })
-        .collect())
-}
-
 /// Polls the shard holders every 50 ms until `pred` holds; returns how long it took.
 async fn until_holders(
     leases: &Api<Lease>,
@@ -132,7 +114,9 @@ async fn until_holders(
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
-        let now = holders(leases).await?;
+        let now = shard::holders(leases)
+            .await
+            .context("listing the shard leases")?;
         if pred(&now) {
             return Ok(started.elapsed());
         }
@@ -226,30 +210,13 @@ pub(super) async fn run(args: ShardsArgs) -> anyhow::Result<u8> {
     eprintln!("bench: creating {n} Applications");
     let apps: Api<Application> = Api::namespaced(client.clone(), APP_NAMESPACE);
     let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let apps = apps.clone();
-            let app = application(i, &repo_url);
-            async move {
-                apps.create(&PostParams::default(), &app)
-                    .await
-                    .with_context(|| format!("creating Application {}", app_name(i)))
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect::<()>()
-        .await?;
+    create_applications(&apps, n, &repo_url, 16).await?;
     watch
-        .until(
+        .until_ready(
             timeout,
             "all applications Synced and Healthy",
-            |map| {
-                names
-                    .iter()
-                    .all(|n| map.get(n).is_some_and(|s| s.ready_at(&first_commit)))
-            },
-            |map| first_lagging(map, &names, |s| s.ready_at(&first_commit)),
+            &names,
+            &first_commit,
         )
         .await?;
     let synced = started.elapsed();
@@ -303,7 +270,9 @@ pub(super) async fn run(args: ShardsArgs) -> anyhow::Result<u8> {
     // are asked for a refresh, which only a new holder of their shards can answer (after the
     // crashed replica's leases expired).
     let victim = running[0].identity.clone();
-    let before = holders(&leases).await?;
+    let before = shard::holders(&leases)
+        .await
+        .context("listing the shard leases")?;
     let lost: Vec<u32> = before
         .iter()
         .filter(|(_, h)| **h == victim)
@@ -351,15 +320,11 @@ pub(super) async fn run(args: ShardsArgs) -> anyhow::Result<u8> {
     .await?;
     let takeover = crashed_at.elapsed();
     watch
-        .until(
+        .until_ready(
             timeout,
             "the crashed replica's applications at the new commit",
-            |map| {
-                orphans
-                    .iter()
-                    .all(|n| map.get(n).is_some_and(|s| s.ready_at(&second_commit)))
-            },
-            |map| first_lagging(map, &orphans, |s| s.ready_at(&second_commit)),
+            &orphans,
+            &second_commit,
         )
         .await?;
     let failover_synced = crashed_at.elapsed();
