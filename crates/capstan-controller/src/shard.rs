@@ -885,12 +885,11 @@ mod tests {
 
     #[test]
     fn the_assignment_is_fixed_and_spreads_applications() {
-        // Fixed values: a change here would move applications between shards of running
-        // replicas of different versions.
-        assert_eq!(
-            shard_of("capstan", "guestbook", 4),
-            shard_of("capstan", "guestbook", 4)
-        );
+        // Fixed values (FNV-1a of `namespace/name`, computed apart from this code): a change
+        // here would move applications between shards of replicas of different versions.
+        assert_eq!(shard_of("capstan", "guestbook", 4), 1);
+        assert_eq!(shard_of("capstan", "guestbook", 1_000_003), 98_178);
+        assert_eq!(shard_of("demo", "web", 7), 5);
         assert_eq!(shard_of("capstan", "anything", 1), 0);
         let a = shard_of("capstan", "a", 1_000_003);
         let b = shard_of("capstan", "b", 1_000_003);
